@@ -1,0 +1,13 @@
+//! slotway: a Redis Cluster proxy.
+//!
+//! Clients speak plain RESP to one endpoint; slotway finds each command's keys,
+//! hashes them onto the cluster's 16384 slots and forwards the request to the
+//! node that owns the slot, returning replies in request order.
+
+pub mod backend;
+pub mod cluster;
+pub mod command;
+pub mod config;
+pub mod local;
+pub mod protocol;
+pub mod proxy;
