@@ -10,10 +10,14 @@
 
 pub mod encode;
 pub mod error_reply;
+pub mod fuzz;
 pub mod inline;
 mod number;
 pub mod request;
 pub mod response;
+
+#[cfg(test)]
+mod proptests;
 
 pub use error_reply::{classify_error, RetryAction, ServerError};
 pub use inline::inline_to_multibulk;
