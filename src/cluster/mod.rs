@@ -1,1 +1,19 @@
-//! TODO
+//! The cluster control plane: slot hashing, the topology snapshot, and how it is fetched and kept fresh.
+//!
+//! - [`slot`]: key → hash slot.
+//! - [`topology`]: the immutable [`Topology`] snapshot the data path reads.
+//! - [`parse`] and [`resolve`]: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies into a snapshot.
+//! - [`fetch`]: control-plane connections to one node.
+//! - [`diff`]: what changed between two snapshots, for the log.
+
+pub mod diff;
+pub mod error;
+pub mod fetch;
+pub mod parse;
+pub mod resolve;
+pub mod slot;
+pub mod topology;
+
+pub use error::{InvalidTopology, TopologyError};
+pub use fetch::{call, fetch_topology, fetch_topology_via, FetchMethod, FetchOptions};
+pub use topology::{Health, Node, Role, Shard, Topology};
