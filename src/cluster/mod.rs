@@ -1,3 +1,23 @@
-//! Cluster knowledge: how keys map onto the 16384 hash slots.
+//! The cluster control plane: slot hashing, the topology snapshot, and how it is fetched and kept fresh.
+//!
+//! - [`slot`]: key → hash slot.
+//! - [`topology`]: the immutable [`Topology`] snapshot the data path reads.
+//! - [`parse`] and [`resolve`]: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies into a snapshot.
+//! - [`fetch`]: control-plane connections to one node.
+//! - [`refresh`] and [`round`]: the single-flight refresher publishing snapshots through `ArcSwap`.
+//! - [`diff`]: what changed between two snapshots, for the log.
 
+pub mod diff;
+pub mod error;
+pub mod fetch;
+pub mod parse;
+pub mod refresh;
+pub mod resolve;
+pub mod round;
 pub mod slot;
+pub mod topology;
+
+pub use error::{InvalidTopology, TopologyError};
+pub use fetch::{call, fetch_topology, fetch_topology_via, FetchMethod, FetchOptions};
+pub use refresh::{spawn_refresher, RefreshConfig, RefreshStats, TopologyHandle, UpdateHook};
+pub use topology::{Health, Node, Role, Shard, Topology};

@@ -1,0 +1,398 @@
+//! Control-plane connections: ask one node for the cluster layout, or send it one command.
+//!
+//! A plain tokio `TcpStream` and redis-protocol's RESP2 decoder: these run a few times a minute,
+//! so they favour simplicity over the data path's zero-copy rules.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::error::TopologyError;
+use super::parse::{parse_cluster_shards, parse_cluster_slots};
+use super::resolve::{resolve, AskedNode};
+use super::topology::Topology;
+
+/// A control-plane reply larger than this is refused rather than buffered without bound.
+const MAX_REPLY_BYTES: usize = 64 << 20;
+
+/// How to reach and authenticate to nodes for control-plane commands.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Budget for resolving the address and opening the TCP connection (default 1 s).
+    pub connect_timeout: Duration,
+    /// Budget for each command's reply, AUTH included (default 2 s).
+    pub command_timeout: Duration,
+    /// ACL user name; `None` authenticates as the default user.
+    pub username: Option<String>,
+    /// Password; `None` sends no AUTH.
+    pub password: Option<String>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(2),
+            username: None,
+            password: None,
+        }
+    }
+}
+
+/// Which command [`fetch_topology_via`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchMethod {
+    /// `CLUSTER SHARDS`, falling back to `CLUSTER SLOTS` on servers older than 7.0.
+    Auto,
+    /// Only `CLUSTER SHARDS`.
+    Shards,
+    /// Only `CLUSTER SLOTS`.
+    Slots,
+}
+
+/// Connects to `addr` (`host:port`, host may be a DNS name), AUTHs if configured, asks for the
+/// layout (`CLUSTER SHARDS`, else `CLUSTER SLOTS`), parses and resolves it.
+pub async fn fetch_topology(addr: &str, opts: &FetchOptions) -> Result<Topology, TopologyError> {
+    fetch_topology_via(addr, opts, FetchMethod::Auto).await
+}
+
+/// Like [`fetch_topology`], choosing the command.
+pub async fn fetch_topology_via(
+    addr: &str,
+    opts: &FetchOptions,
+    method: FetchMethod,
+) -> Result<Topology, TopologyError> {
+    Ok(fetch_with_peer(addr, opts, method).await?.0)
+}
+
+/// Fetches and also returns the address that answered, so callers can tell distinct nodes apart.
+pub(crate) async fn fetch_with_peer(
+    addr: &str,
+    opts: &FetchOptions,
+    method: FetchMethod,
+) -> Result<(Topology, SocketAddr), TopologyError> {
+    let mut conn = Connection::open(addr, opts).await?;
+    let raw = match method {
+        FetchMethod::Slots => conn.cluster_slots().await?,
+        FetchMethod::Shards | FetchMethod::Auto => {
+            let reply = conn.command(&[b"CLUSTER", b"SHARDS"]).await?;
+            match reply {
+                OwnedFrame::Error(e)
+                    if method == FetchMethod::Auto && is_unknown_subcommand(&e) =>
+                {
+                    conn.cluster_slots().await?
+                }
+                OwnedFrame::Error(e) => return Err(server_error(addr, e)),
+                reply => parse_cluster_shards(&reply)
+                    .map_err(|e| TopologyError::protocol(addr, e.reason))?,
+            }
+        }
+    };
+    let topology = resolve(raw, &conn.asked, opts.connect_timeout).await?;
+    Ok((topology, conn.peer))
+}
+
+/// Sends one command to the node at `addr` on a fresh connection (AUTH first if configured) and
+/// returns its reply. An error reply comes back as `Ok(OwnedFrame::Error(..))`: what it means is the
+/// caller's business.
+pub async fn call(
+    addr: &str,
+    args: &[&[u8]],
+    opts: &FetchOptions,
+) -> Result<OwnedFrame, TopologyError> {
+    let mut conn = Connection::open(addr, opts).await?;
+    conn.command(args).await
+}
+
+/// Splits `host:port`; the host may be a bracketed IPv6 literal (`[::1]:6379`).
+pub fn split_host_port(addr: &str) -> Result<(&str, u16), TopologyError> {
+    let bad = |reason| TopologyError::BadAddress {
+        addr: addr.to_owned(),
+        reason,
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("missing :port"))?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']').ok_or_else(|| bad("unclosed ["))?,
+        None if host.contains(':') => return Err(bad("IPv6 literal must be in brackets")),
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(bad("empty host"));
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| bad("bad port"))?;
+    Ok((host, port))
+}
+
+/// Formats a host and port the way [`split_host_port`] reads them back.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn is_unknown_subcommand(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("unknown subcommand")
+}
+
+fn server_error(addr: &str, message: String) -> TopologyError {
+    TopologyError::Server {
+        addr: addr.to_owned(),
+        message,
+    }
+}
+
+/// One control-plane connection.
+struct Connection {
+    addr: String,
+    stream: TcpStream,
+    buf: BytesMut,
+    asked: AskedNode,
+    peer: SocketAddr,
+    command_timeout: Duration,
+}
+
+impl Connection {
+    async fn open(addr: &str, opts: &FetchOptions) -> Result<Connection, TopologyError> {
+        let (host, port) = split_host_port(addr)?;
+        let stream = connect(addr, host, port, opts.connect_timeout).await?;
+        let peer = stream.peer_addr().map_err(|e| TopologyError::io(addr, e))?;
+        let mut conn = Connection {
+            addr: addr.to_owned(),
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            asked: AskedNode {
+                host: host.to_owned(),
+                ip: peer.ip(),
+            },
+            peer,
+            command_timeout: opts.command_timeout,
+        };
+        if let Some(password) = &opts.password {
+            conn.auth(opts.username.as_deref(), password).await?;
+        }
+        Ok(conn)
+    }
+
+    async fn auth(&mut self, username: Option<&str>, password: &str) -> Result<(), TopologyError> {
+        let reply = match username {
+            Some(user) => {
+                self.command(&[b"AUTH", user.as_bytes(), password.as_bytes()])
+                    .await?
+            }
+            None => self.command(&[b"AUTH", password.as_bytes()]).await?,
+        };
+        match reply {
+            OwnedFrame::Error(message) => Err(TopologyError::Auth {
+                addr: self.addr.clone(),
+                message,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn cluster_slots(&mut self) -> Result<super::parse::RawTopology, TopologyError> {
+        match self.command(&[b"CLUSTER", b"SLOTS"]).await? {
+            OwnedFrame::Error(e) => Err(server_error(&self.addr, e)),
+            reply => parse_cluster_slots(&reply)
+                .map_err(|e| TopologyError::protocol(&self.addr, e.reason)),
+        }
+    }
+
+    /// Sends one command and reads its reply, within the command budget.
+    async fn command(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, TopologyError> {
+        let budget = self.command_timeout;
+        match tokio::time::timeout(budget, self.round_trip(args)).await {
+            Ok(result) => result,
+            Err(_) => Err(TopologyError::Timeout {
+                addr: self.addr.clone(),
+                stage: "command",
+                after: budget,
+            }),
+        }
+    }
+
+    async fn round_trip(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, TopologyError> {
+        let request = encode_command(args);
+        self.stream
+            .write_all(&request)
+            .await
+            .map_err(|e| TopologyError::io(&self.addr, e))?;
+        loop {
+            // The decoder restarts from byte 0 on a partial frame; fine for a handful of KB a minute.
+            match decode(&self.buf) {
+                Ok(Some((frame, used))) => {
+                    self.buf.advance(used);
+                    return Ok(frame);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(TopologyError::protocol(&self.addr, e.to_string())),
+            }
+            if self.buf.len() > MAX_REPLY_BYTES {
+                return Err(TopologyError::protocol(
+                    &self.addr,
+                    "reply larger than 64 MiB",
+                ));
+            }
+            self.buf.reserve(16 * 1024);
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| TopologyError::io(&self.addr, e))?;
+            if n == 0 {
+                let eof = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-reply",
+                );
+                return Err(TopologyError::io(&self.addr, eof));
+            }
+        }
+    }
+}
+
+/// Resolves `host` (unless it is an IP literal) and connects to the first address that accepts.
+async fn connect(
+    addr: &str,
+    host: &str,
+    port: u16,
+    budget: Duration,
+) -> Result<TcpStream, TopologyError> {
+    let timeout = |stage| TopologyError::Timeout {
+        addr: addr.to_owned(),
+        stage,
+        after: budget,
+    };
+    let targets: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::time::timeout(budget, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| timeout("resolve"))?
+            .map_err(|e| TopologyError::Resolve {
+                host: host.to_owned(),
+                source: Arc::new(e),
+            })?
+            .collect(),
+    };
+    let mut last = None;
+    for target in targets {
+        match tokio::time::timeout(budget, TcpStream::connect(target)).await {
+            Ok(Ok(stream)) => {
+                // Best effort: a failure only costs latency on a control-plane socket.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) => {
+                last = Some(TopologyError::Connect {
+                    addr: addr.to_owned(),
+                    source: Arc::new(e),
+                })
+            }
+            // A name may map to several addresses; one that hangs should not hide the others.
+            Err(_) => last = Some(timeout("connect")),
+        }
+    }
+    Err(last.unwrap_or_else(|| TopologyError::Resolve {
+        host: host.to_owned(),
+        source: Arc::new(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no addresses",
+        )),
+    }))
+}
+
+/// Encodes a command as a RESP array of bulk strings.
+fn encode_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("127.0.0.1:7000").unwrap(),
+            ("127.0.0.1", 7000)
+        );
+        assert_eq!(
+            split_host_port("redis-0.redis:6379").unwrap(),
+            ("redis-0.redis", 6379)
+        );
+        assert_eq!(split_host_port("[::1]:6379").unwrap(), ("::1", 6379));
+        for bad in [
+            "nope",
+            ":6379",
+            "h:0",
+            "h:x",
+            "::1:6379",
+            "[::1:6379",
+            "h:70000",
+        ] {
+            let err = split_host_port(bad).unwrap_err();
+            assert!(!err.is_retryable(), "{bad}: {err}");
+        }
+        assert_eq!(join_host_port("::1", 6379), "[::1]:6379");
+        assert_eq!(join_host_port("10.0.0.1", 6379), "10.0.0.1:6379");
+    }
+
+    #[test]
+    fn command_encoding() {
+        assert_eq!(
+            encode_command(&[b"CLUSTER", b"SHARDS"]),
+            b"*2\r\n$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n"
+        );
+        assert_eq!(encode_command(&[b""]), b"*1\r\n$0\r\n\r\n");
+    }
+
+    #[test]
+    fn fallback_trigger() {
+        assert!(is_unknown_subcommand(
+            "ERR Unknown subcommand or wrong number of arguments for 'SHARDS'. Try CLUSTER HELP."
+        ));
+        assert!(is_unknown_subcommand(
+            "ERR unknown subcommand 'shards'. Try CLUSTER HELP."
+        ));
+        assert!(!is_unknown_subcommand(
+            "ERR This instance has cluster support disabled"
+        ));
+    }
+
+    #[tokio::test]
+    async fn connect_refused_is_retryable() {
+        // Bind then drop to find a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = call(
+            &format!("127.0.0.1:{port}"),
+            &[b"PING"],
+            &FetchOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, TopologyError::Connect { .. }), "{err}");
+        assert!(err.is_retryable());
+    }
+}

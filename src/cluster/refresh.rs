@@ -1,0 +1,275 @@
+//! Owns the published topology: a lock-free snapshot slot, the refresher task that fills it
+//! (periodically and on demand, one fetch at a time) and the handle the rest of the proxy holds.
+//!
+//! How a refresh round picks and judges its sources lives in [`super::round`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwapOption, Guard};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::diff::TopologyDiff;
+use super::error::TopologyError;
+use super::fetch::FetchOptions;
+use super::round::{real_fetcher, Fetcher, Refresher};
+use super::topology::Topology;
+
+/// Settings of the refresher.
+#[derive(Debug, Clone)]
+pub struct RefreshConfig {
+    /// `host:port` of nodes to ask when the snapshot's own nodes do not answer; re-resolved each time.
+    pub seeds: Vec<String>,
+    /// Time between periodic refreshes while all is well (default 10 s).
+    pub period: Duration,
+    /// Connection settings for each fetch.
+    pub fetch: FetchOptions,
+    /// On-demand refreshes start no more often than this (default 50 ms).
+    pub min_interval: Duration,
+}
+
+impl RefreshConfig {
+    /// Defaults for everything but the seeds.
+    pub fn new(seeds: Vec<String>) -> Self {
+        RefreshConfig {
+            seeds,
+            period: Duration::from_secs(10),
+            fetch: FetchOptions::default(),
+            min_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Called with every snapshot whose layout changed, on the publishing task, before the epoch moves.
+///
+/// Keep it short, and do not publish from it (publishers are serialised: it would deadlock).
+pub type UpdateHook = Box<dyn Fn(&Arc<Topology>) + Send + Sync>;
+
+/// Counters for tests and the admin endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefreshStats {
+    /// Refresh rounds started (one round asks sources until one answer is accepted).
+    pub rounds: u64,
+    /// Individual fetches attempted across all rounds.
+    pub fetches: u64,
+    /// Snapshots published with a changed layout (the epoch).
+    pub epoch: u64,
+}
+
+/// The outcome of one finished round, kept for waiters.
+#[derive(Clone)]
+pub(crate) struct Completion {
+    pub(crate) round: u64,
+    pub(crate) result: Result<Arc<Topology>, TopologyError>,
+}
+
+/// State shared by the handles and the refresher task.
+pub(crate) struct Shared {
+    current: ArcSwapOption<Topology>,
+    epoch: watch::Sender<u64>,
+    /// Set by a refresh request not yet served; cleared when a round starts.
+    pending: AtomicBool,
+    pub(crate) wake: Notify,
+    pub(crate) rounds: AtomicU64,
+    pub(crate) fetches: AtomicU64,
+    pub(crate) completed: watch::Sender<Option<Completion>>,
+    on_update: Option<UpdateHook>,
+    /// Orders publishers so each change is diffed against its true predecessor and hooks run in order.
+    publish_lock: Mutex<()>,
+}
+
+impl Shared {
+    fn new(on_update: Option<UpdateHook>) -> Self {
+        Shared {
+            current: ArcSwapOption::empty(),
+            epoch: watch::Sender::new(0),
+            pending: AtomicBool::new(false),
+            wake: Notify::new(),
+            rounds: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            completed: watch::Sender::new(None),
+            on_update,
+            publish_lock: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn current(&self) -> Option<Arc<Topology>> {
+        self.current.load_full()
+    }
+
+    fn request(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Marks pending requests as served by the round about to start and numbers it.
+    pub(crate) fn start_round(&self) -> u64 {
+        self.pending.store(false, Ordering::SeqCst);
+        self.rounds.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Stores `new`; bumps the epoch, logs one line and calls the hook only if the layout changed.
+    pub(crate) fn publish(&self, new: Arc<Topology>, fast_path: bool) -> Arc<Topology> {
+        let _order = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.current.swap(Some(Arc::clone(&new)));
+        let changed = match old {
+            None => {
+                tracing::info!(
+                    shards = new.shards.len(),
+                    nodes = new.nodes.len(),
+                    slots = new.assigned_slots(),
+                    "topology: first snapshot"
+                );
+                true
+            }
+            Some(old) => {
+                let diff = TopologyDiff::between(&old, &new);
+                if !diff.is_empty() && fast_path {
+                    tracing::debug!(change = %diff, "topology: redirect applied");
+                } else if !diff.is_empty() {
+                    tracing::info!(change = %diff, slots = new.assigned_slots(), "topology changed");
+                }
+                !diff.is_empty()
+            }
+        };
+        if changed {
+            metrics::counter!("slotway_topology_changes_total").increment(1);
+            metrics::gauge!("slotway_topology_assigned_slots").set(new.assigned_slots() as f64);
+            // The hook runs before the epoch moves, so epoch subscribers see its effects.
+            if let Some(hook) = &self.on_update {
+                hook(&new);
+            }
+            self.epoch.send_modify(|e| *e += 1);
+        }
+        new
+    }
+
+    fn apply_moved(&self, slot: u16, to: SocketAddr) -> bool {
+        let moved = {
+            let current = self.current.load();
+            match current.as_ref().and_then(|t| t.with_slot_moved(slot, to)) {
+                Some(t) => t,
+                None => return false,
+            }
+        };
+        // Another publisher may slip in between load and publish; the refresh that a MOVED also
+        // triggers repairs whatever this overwrites.
+        self.publish(Arc::new(moved), true);
+        true
+    }
+}
+
+/// The proxy's view of the cluster: cheap to clone, lock-free to read.
+///
+/// When the last handle is dropped the refresher task stops.
+#[derive(Clone)]
+pub struct TopologyHandle {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    _stop_on_last_drop: Arc<DropGuard>,
+}
+
+impl TopologyHandle {
+    /// The current snapshot, if one was ever fetched (one atomic load and a reference-count bump).
+    pub fn current(&self) -> Option<Arc<Topology>> {
+        self.shared.current()
+    }
+
+    /// The current snapshot without touching the reference count, for the request path.
+    pub fn load(&self) -> Guard<Option<Arc<Topology>>> {
+        self.shared.current.load()
+    }
+
+    /// Asks for a refresh without waiting; requests made before the next round starts share it.
+    pub fn request_refresh(&self) {
+        self.shared.request();
+    }
+
+    /// Asks for a refresh and waits for a round that started after this call to finish.
+    ///
+    /// Returns the snapshot current after that round, or why the round failed.
+    pub async fn refresh_and_wait(&self) -> Result<Arc<Topology>, TopologyError> {
+        let mut done = self.shared.completed.subscribe();
+        let target = self.shared.rounds.load(Ordering::SeqCst) + 1;
+        self.shared.request();
+        let wait = done.wait_for(|c| c.as_ref().is_some_and(|c| c.round >= target));
+        tokio::select! {
+            result = wait => match result {
+                Ok(c) => c.as_ref().map_or(Err(TopologyError::Stopped), |c| c.result.clone()),
+                Err(_) => Err(TopologyError::Stopped),
+            },
+            _ = self.stop.cancelled() => Err(TopologyError::Stopped),
+        }
+    }
+
+    /// A receiver of the epoch, bumped whenever a snapshot with a different layout is published.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.epoch.subscribe()
+    }
+
+    /// Publishes a snapshot built elsewhere (the `-MOVED` fast path).
+    pub fn publish(&self, t: Topology) {
+        self.shared.publish(Arc::new(t), true);
+    }
+
+    /// Applies `-MOVED slot addr` to the current snapshot; false when `to` is not a known primary
+    /// (then only a refresh can tell).
+    pub fn apply_moved(&self, slot: u16, to: SocketAddr) -> bool {
+        self.shared.apply_moved(slot, to)
+    }
+
+    /// Round, fetch and epoch counters.
+    pub fn stats(&self) -> RefreshStats {
+        RefreshStats {
+            rounds: self.shared.rounds.load(Ordering::SeqCst),
+            fetches: self.shared.fetches.load(Ordering::SeqCst),
+            epoch: *self.shared.epoch.borrow(),
+        }
+    }
+
+    /// True once the refresher has stopped (shutdown or last handle dropped elsewhere).
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+}
+
+/// Spawns the refresher task on the current tokio runtime and returns the handle.
+///
+/// It fetches at once, then every `period`, on [`TopologyHandle::request_refresh`] (at most once per
+/// `min_interval`), and with a short backoff while fetches fail or slots are unassigned. See
+/// [`super::round`] for the source order and when a shrinking answer may replace the snapshot.
+/// It stops when `cancel` fires or every handle is dropped.
+pub fn spawn_refresher(
+    cfg: RefreshConfig,
+    on_update: Option<UpdateHook>,
+    cancel: CancellationToken,
+) -> TopologyHandle {
+    let fetcher = real_fetcher(cfg.fetch.clone());
+    spawn_with_fetcher(cfg, fetcher, on_update, cancel)
+}
+
+/// [`spawn_refresher`] with the fetch step supplied (tests use a fake cluster).
+pub(crate) fn spawn_with_fetcher(
+    cfg: RefreshConfig,
+    fetcher: Fetcher,
+    on_update: Option<UpdateHook>,
+    cancel: CancellationToken,
+) -> TopologyHandle {
+    let shared = Arc::new(Shared::new(on_update));
+    let stop = cancel.child_token();
+    let refresher = Refresher::new(cfg, fetcher, Arc::clone(&shared), stop.clone());
+    tokio::spawn(refresher.run());
+    TopologyHandle {
+        shared,
+        _stop_on_last_drop: Arc::new(stop.clone().drop_guard()),
+        stop,
+    }
+}
+
+#[cfg(test)]
+#[path = "refresh_tests.rs"]
+mod tests;
