@@ -1,1 +1,471 @@
-//! TODO
+//! Proxy settings: the TOML schema, its defaults, and `SLOTWAY_*` environment overrides.
+//!
+//! Every setting has a default, may be given in the config file, and may be overridden by an
+//! environment variable named `SLOTWAY_<SECTION>_<KEY>` (upper case), e.g.
+//! `SLOTWAY_BACKEND_CONNECTIONS_PER_NODE=4`; top-level keys drop the section (`SLOTWAY_LISTEN`).
+//! Lists are comma-separated in the environment. Durations are integers with a unit suffix in the
+//! key name (`_ms`), so a file never needs a duration syntax.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file's path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file (or the merged settings) is not valid TOML for this schema.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// An environment variable holds a value of the wrong type.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// The variable's name.
+        var: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// The setting's key, as written in TOML (`section.key`).
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Everything the proxy needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the RESP listener binds (default `127.0.0.1:6379`).
+    pub listen: String,
+    /// Cluster nodes to learn the topology from, as `host:port` (host names allowed).
+    pub seeds: Vec<String>,
+    /// Admin HTTP endpoint.
+    pub admin: AdminConfig,
+    /// Topology discovery and refresh.
+    pub cluster: ClusterConfig,
+    /// Connections from the proxy to the Redis nodes.
+    pub backend: BackendConfig,
+    /// Limits applied to each client connection.
+    pub client: ClientConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Admin HTTP endpoint settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP server; empty disables it (default empty).
+    pub listen: String,
+}
+
+/// Topology discovery and refresh settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Period of the background topology refresh (default 10000 ms).
+    pub refresh_interval_ms: u64,
+    /// Minimum gap between two on-demand refreshes (default 50 ms).
+    pub refresh_min_interval_ms: u64,
+    /// How long a request waits for a slot's new owner after a redirect or a lost
+    /// connection before the client gets an error (default 5000 ms).
+    pub retry_deadline_ms: u64,
+    /// Most MOVED/ASK hops one request may follow (default 5).
+    pub max_redirects: u32,
+    /// Username for `AUTH` on every node; empty = default user (default empty).
+    pub username: String,
+    /// Password for `AUTH` on every node; empty = no AUTH (default empty).
+    pub password: String,
+}
+
+/// Settings of the connections from the proxy to each Redis node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Multiplexed connections per node (default 2).
+    pub connections_per_node: usize,
+    /// Requests that may wait to be written on one connection (default 4096).
+    pub queue_depth: usize,
+    /// TCP connect timeout (default 1000 ms).
+    pub connect_timeout_ms: u64,
+    /// A reply slower than this marks the connection dead (default 5000 ms).
+    pub command_timeout_ms: u64,
+    /// First reconnect delay; doubled per failure up to the maximum (default 50 ms).
+    pub reconnect_backoff_min_ms: u64,
+    /// Cap of the reconnect delay (default 2000 ms).
+    pub reconnect_backoff_max_ms: u64,
+    /// Largest reply accepted from a node before the connection is dropped (default 1 GiB).
+    pub max_reply_bytes: usize,
+}
+
+/// Per-client limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Most concurrent client connections (default 10000).
+    pub max_connections: usize,
+    /// Most requests of one client awaiting replies; reading pauses at the cap (default 1024).
+    pub max_inflight: usize,
+    /// Largest bulk string in a request (default 512 MiB, as Redis).
+    pub max_bulk_bytes: usize,
+    /// Most elements in one request (default 1048576, as Redis).
+    pub max_multibulk_len: usize,
+    /// Longest inline command line (default 65536, as Redis).
+    pub max_inline_bytes: usize,
+    /// Read chunk size (default 16384); buffers exist only while a client has data.
+    pub read_buffer_bytes: usize,
+    /// Replies buffered for a client that does not read before it is disconnected (default 64 MiB).
+    pub output_buffer_limit_bytes: usize,
+    /// Close clients idle this long; 0 = never (default 0).
+    pub idle_timeout_ms: u64,
+    /// On SIGTERM, how long clients get to finish requests already sent (default 10000 ms).
+    pub drain_grace_ms: u64,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json` (default `text`).
+    pub format: String,
+    /// A tracing filter such as `info` or `slotway=debug` (default `info`).
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6379".into(),
+            seeds: Vec::new(),
+            admin: AdminConfig::default(),
+            cluster: ClusterConfig::default(),
+            backend: BackendConfig::default(),
+            client: ClientConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            refresh_interval_ms: 10_000,
+            refresh_min_interval_ms: 50,
+            retry_deadline_ms: 5_000,
+            max_redirects: 5,
+            username: String::new(),
+            password: String::new(),
+        }
+    }
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            connections_per_node: 2,
+            queue_depth: 4096,
+            connect_timeout_ms: 1_000,
+            command_timeout_ms: 5_000,
+            reconnect_backoff_min_ms: 50,
+            reconnect_backoff_max_ms: 2_000,
+            max_reply_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_inflight: 1024,
+            max_bulk_bytes: 512 << 20,
+            max_multibulk_len: 1 << 20,
+            max_inline_bytes: 64 << 10,
+            read_buffer_bytes: 16 << 10,
+            output_buffer_limit_bytes: 64 << 20,
+            idle_timeout_ms: 0,
+            drain_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Milliseconds to a `Duration`.
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if any), then `SLOTWAY_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            // Parse the file alone first so unknown keys are reported against the file.
+            let _: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            let file_value: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            merge(&mut value, file_value);
+        }
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        apply_env(&mut value, &vars)?;
+        let cfg: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(key: &'static str, v: u64) -> Result<(), ConfigError> {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            Ok(())
+        }
+        positive(
+            "backend.connections_per_node",
+            self.backend.connections_per_node as u64,
+        )?;
+        positive("backend.queue_depth", self.backend.queue_depth as u64)?;
+        positive(
+            "backend.connect_timeout_ms",
+            self.backend.connect_timeout_ms,
+        )?;
+        positive(
+            "backend.command_timeout_ms",
+            self.backend.command_timeout_ms,
+        )?;
+        positive("client.max_connections", self.client.max_connections as u64)?;
+        positive("client.max_inflight", self.client.max_inflight as u64)?;
+        positive(
+            "client.read_buffer_bytes",
+            self.client.read_buffer_bytes as u64,
+        )?;
+        positive(
+            "cluster.refresh_interval_ms",
+            self.cluster.refresh_interval_ms,
+        )?;
+        if self.backend.reconnect_backoff_min_ms > self.backend.reconnect_backoff_max_ms {
+            return Err(ConfigError::Invalid {
+                key: "backend.reconnect_backoff_min_ms",
+                reason: "must not exceed backend.reconnect_backoff_max_ms".into(),
+            });
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                key: "log.format",
+                reason: format!("expected \"text\" or \"json\", got {:?}", self.log.format),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every setting's key as written in TOML (`section.key`), for tools that check configs.
+    pub fn keys() -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(toml::Value::Table(t)) = toml::Value::try_from(Config::default()) {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(inner) => {
+                        out.extend(inner.keys().map(|ik| format!("{k}.{ik}")));
+                    }
+                    _ => out.push(k),
+                }
+            }
+        }
+        out
+    }
+}
+
+const ENV_PREFIX: &str = "SLOTWAY_";
+
+/// Overlays `top` onto `base`, table by table.
+fn merge(base: &mut toml::Value, top: toml::Value) {
+    match (base, top) {
+        (toml::Value::Table(b), toml::Value::Table(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, t) => *b = t,
+    }
+}
+
+/// Applies `SLOTWAY_*` overrides to every leaf of the defaults-plus-file value.
+fn apply_env(value: &mut toml::Value, vars: &[(String, String)]) -> Result<(), ConfigError> {
+    let toml::Value::Table(root) = value else {
+        return Ok(());
+    };
+    for (var, raw) in vars {
+        let name = var[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let target = find_leaf(root, &name);
+        let Some(slot) = target else {
+            // Unknown SLOTWAY_ variables are ignored so that wrappers may define their own.
+            continue;
+        };
+        *slot = parse_env_value(slot, raw).map_err(|reason| ConfigError::Env {
+            var: var.clone(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+/// Finds the leaf whose `section_key` (or top-level key) spells `name`.
+fn find_leaf<'a>(root: &'a mut toml::Table, name: &str) -> Option<&'a mut toml::Value> {
+    if root.get(name).is_some_and(|v| !v.is_table()) {
+        return root.get_mut(name);
+    }
+    let (section, key) = root.iter().find_map(|(section, v)| {
+        let rest = name.strip_prefix(section.as_str())?.strip_prefix('_')?;
+        v.as_table()?.get(rest)?;
+        Some((section.clone(), rest.to_string()))
+    })?;
+    root.get_mut(&section)?.as_table_mut()?.get_mut(&key)
+}
+
+/// Parses an environment value with the type the default has.
+fn parse_env_value(current: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match current {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("expected an integer, got {raw:?}"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return Err(format!("expected a boolean, got {raw:?}")),
+        }),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let cfg = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_nested_and_top_level_keys() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("SLOTWAY_LISTEN", "0.0.0.0:6380"),
+                ("SLOTWAY_SEEDS", "a:1, b:2"),
+                ("SLOTWAY_BACKEND_CONNECTIONS_PER_NODE", "4"),
+                ("SLOTWAY_ADMIN_LISTEN", "127.0.0.1:9000"),
+                ("SLOTWAY_UNRELATED", "x"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:6380");
+        assert_eq!(cfg.seeds, vec!["a:1", "b:2"]);
+        assert_eq!(cfg.backend.connections_per_node, 4);
+        assert_eq!(cfg.admin.listen, "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn env_type_errors_name_the_variable() {
+        let err = Config::load(None, env(&[("SLOTWAY_CLIENT_MAX_INFLIGHT", "lots")])).unwrap_err();
+        assert!(
+            err.to_string().contains("SLOTWAY_CLIENT_MAX_INFLIGHT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_then_env_precedence_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\n[backend]\nqueue_depth = 7\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&path), env(&[("SLOTWAY_LISTEN", "127.0.0.1:2")])).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:2");
+        assert_eq!(cfg.backend.queue_depth, 7);
+        assert_eq!(cfg.backend.connections_per_node, 2);
+
+        std::fs::write(&path, "[backend]\nqueue_dept = 7\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("queue_dept"), "{err}");
+    }
+
+    #[test]
+    fn validation_rejects_zero_and_bad_format() {
+        let err = Config::load(None, env(&[("SLOTWAY_BACKEND_QUEUE_DEPTH", "0")])).unwrap_err();
+        assert!(err.to_string().contains("backend.queue_depth"));
+        let err = Config::load(None, env(&[("SLOTWAY_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(err.to_string().contains("log.format"));
+    }
+
+    #[test]
+    fn keys_lists_every_setting() {
+        let keys = Config::keys();
+        assert!(keys.contains(&"listen".to_string()));
+        assert!(keys.contains(&"backend.queue_depth".to_string()));
+        assert!(keys.contains(&"admin.listen".to_string()));
+    }
+}

@@ -1,1 +1,167 @@
-fn main() {}
+//! The `slotway` command line: run the proxy, or bring up the embedded local cluster with the
+//! proxy in front of it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use slotway::config::Config;
+use slotway::local::{LocalCluster, LocalClusterOptions};
+use slotway::proxy::Proxy;
+
+/// A Redis Cluster proxy: one RESP endpoint in front of a whole cluster.
+#[derive(Debug, Parser)]
+#[command(name = "slotway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Options of the default mode (run the proxy in front of an existing cluster).
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// TOML config file (settings not in it take their defaults or SLOTWAY_* variables).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Address to accept clients on (overrides `listen`).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Seed nodes, comma-separated host:port (overrides `seeds`).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// Admin HTTP address for /metrics, /healthz, /readyz (overrides `admin.listen`).
+    #[arg(long, global = true)]
+    admin: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a local 9-node Redis Cluster (3 shards x primary + 2 replicas) and the proxy.
+    Local(LocalArgs),
+    /// Print every setting's key (`section.key`), one per line, for config checkers.
+    ConfigKeys,
+}
+
+#[derive(Debug, Args)]
+struct LocalArgs {
+    /// First node port; nodes use N..N+8 (and N+10000.. for the cluster bus).
+    #[arg(long, default_value_t = 7001)]
+    base_port: u16,
+    /// Where node data lives (wiped at start); default: a directory under the system temp dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// The default listen address of `slotway local`.
+const LOCAL_LISTEN: &str = "127.0.0.1:7000";
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::ConfigKeys) = cli.command {
+        for key in Config::keys() {
+            println!("{key}");
+        }
+        return Ok(());
+    }
+    let mut config = Config::load(cli.run.config.as_deref(), std::env::vars())?;
+    if let Some(listen) = &cli.run.listen {
+        config.listen = listen.clone();
+    }
+    if !cli.run.seeds.is_empty() {
+        config.seeds = cli.run.seeds.clone();
+    }
+    if let Some(admin) = &cli.run.admin {
+        config.admin.listen = admin.clone();
+    }
+    init_logging(&config)?;
+    match cli.command {
+        None | Some(Command::ConfigKeys) => run_proxy(config, None),
+        Some(Command::Local(args)) => {
+            if cli.run.listen.is_none() && std::env::var_os("SLOTWAY_LISTEN").is_none() {
+                config.listen = LOCAL_LISTEN.to_string();
+            }
+            run_local(config, args)
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .with_context(|| format!("invalid log.level {:?}", config.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+/// Starts the local cluster on this (long-lived, main) thread so its children's parent-death
+/// signal stays armed for the whole run, then runs the proxy in front of it.
+fn run_local(mut config: Config, args: LocalArgs) -> Result<()> {
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("slotway-local-{}", args.base_port)));
+    if data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)
+            .with_context(|| format!("cannot clear {}", data_dir.display()))?;
+    }
+    let host = std::net::IpAddr::from([127, 0, 0, 1]);
+    let opts = LocalClusterOptions::with_base_port(host, args.base_port, data_dir.clone());
+    eprintln!(
+        "slotway: starting a 9-node Redis Cluster on 127.0.0.1:{}-{} (data in {})",
+        args.base_port,
+        args.base_port.saturating_add(8),
+        data_dir.display()
+    );
+    let cluster = LocalCluster::start(opts)?;
+    config.seeds = cluster.seeds();
+    run_proxy(config, Some(cluster))
+}
+
+fn run_proxy(config: Config, cluster: Option<LocalCluster>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("slotway")
+        .build()
+        .context("cannot start the async runtime")?;
+    let local = cluster.is_some();
+    let grace = slotway::config::ms(config.client.drain_grace_ms);
+    let result = runtime.block_on(async move {
+        let proxy = Proxy::start(config).await?;
+        if local {
+            println!(
+                "slotway: ready — connect with `redis-cli -p {}` (Ctrl-C stops the proxy and the cluster)",
+                proxy.local_addr().port()
+            );
+        }
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        if !proxy.shutdown(grace).await {
+            tracing::warn!("some clients were still busy when the drain grace period ended");
+        }
+        anyhow::Ok(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Dropping the cluster here, on the main thread, kills every redis-server it started.
+    drop(cluster);
+    result
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,1 +1,283 @@
-//! TODO
+//! The client-facing proxy: listener, per-client sessions, routing and retries, and the
+//! start-up that wires them to the topology refresher and the backend pools.
+
+mod classify;
+mod retry;
+pub mod router;
+mod session;
+
+pub use classify::{classify, Decision, LocalCmd};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::{Backends, ConnSettings};
+use crate::cluster::fetch::FetchOptions;
+use crate::cluster::refresh::{spawn_refresher, RefreshConfig, TopologyHandle};
+use crate::command::CommandTable;
+use crate::config::{ms, Config};
+use crate::protocol::ScanLimits;
+use router::Router;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No seed node was configured.
+    #[error("no seed nodes configured (set `seeds` or --seeds)")]
+    NoSeeds,
+}
+
+/// State shared by every session.
+#[derive(Debug)]
+pub struct Shared {
+    /// The settings in force.
+    pub config: Arc<Config>,
+    /// Routing state.
+    pub router: Arc<Router>,
+    /// Request scanner limits derived from the config.
+    pub scan_limits: ScanLimits,
+}
+
+/// A running proxy.
+pub struct Proxy {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    shared: Arc<Shared>,
+    topology: TopologyHandle,
+}
+
+impl Proxy {
+    /// Binds the listener, starts topology discovery and begins accepting clients.
+    /// Returns without waiting for the cluster: clients get a clear error until it is known.
+    pub async fn start(config: Config) -> Result<Self, ProxyError> {
+        if config.seeds.is_empty() {
+            return Err(ProxyError::NoSeeds);
+        }
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let config = Arc::new(config);
+        let shutdown = CancellationToken::new();
+        let backends = Arc::new(Backends::new(
+            conn_template(&config),
+            config.backend.connections_per_node,
+        ));
+        let router = Arc::new(Router::new(backends, CommandTable::builtin()));
+        let topology = start_refresher(&config, &router, shutdown.clone());
+        router.attach(topology.clone());
+        spawn_command_learning(
+            config.clone(),
+            router.clone(),
+            topology.clone(),
+            shutdown.clone(),
+        );
+        let shared = Arc::new(Shared {
+            scan_limits: ScanLimits {
+                max_bulk_len: config.client.max_bulk_bytes,
+                max_multibulk_len: config.client.max_multibulk_len,
+                max_inline_len: config.client.max_inline_bytes,
+            },
+            config,
+            router,
+        });
+        let tasks = TaskTracker::new();
+        tasks.spawn(accept_loop(
+            listener,
+            shared.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+        tracing::info!(listen = %local_addr, "slotway accepting clients");
+        Ok(Self {
+            local_addr,
+            shutdown,
+            tasks,
+            shared,
+            topology,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The topology handle (current snapshot, refresh triggers).
+    pub fn topology(&self) -> &TopologyHandle {
+        &self.topology
+    }
+
+    /// State shared with sessions (config, router).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets sessions finish what clients already sent, and waits up to
+    /// `grace` for them; returns true when every session ended in time.
+    pub async fn shutdown(self, grace: std::time::Duration) -> bool {
+        self.shutdown.cancel();
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+}
+
+fn conn_template(config: &Config) -> ConnSettings {
+    let b = &config.backend;
+    ConnSettings {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        connect_timeout: ms(b.connect_timeout_ms),
+        command_timeout: ms(b.command_timeout_ms),
+        backoff_min: ms(b.reconnect_backoff_min_ms),
+        backoff_max: ms(b.reconnect_backoff_max_ms),
+        queue_depth: b.queue_depth,
+        max_reply_bytes: b.max_reply_bytes,
+        auth: auth(config),
+        readonly: false,
+    }
+}
+
+fn auth(config: &Config) -> Option<(String, String)> {
+    let c = &config.cluster;
+    (!c.password.is_empty()).then(|| (c.username.clone(), c.password.clone()))
+}
+
+fn fetch_options(config: &Config) -> FetchOptions {
+    let (username, password) = match auth(config) {
+        Some((u, p)) => ((!u.is_empty()).then_some(u), Some(p)),
+        None => (None, None),
+    };
+    FetchOptions {
+        connect_timeout: ms(config.backend.connect_timeout_ms),
+        command_timeout: ms(config.backend.command_timeout_ms),
+        username,
+        password,
+    }
+}
+
+fn start_refresher(
+    config: &Config,
+    router: &Arc<Router>,
+    cancel: CancellationToken,
+) -> TopologyHandle {
+    let weak = Arc::downgrade(router);
+    let on_update = Box::new(move |t: &Arc<crate::cluster::topology::Topology>| {
+        if let Some(router) = weak.upgrade() {
+            router.install(t);
+        }
+    });
+    spawn_refresher(
+        RefreshConfig {
+            seeds: config.seeds.clone(),
+            period: ms(config.cluster.refresh_interval_ms),
+            fetch: fetch_options(config),
+            min_interval: ms(config.cluster.refresh_min_interval_ms),
+        },
+        Some(on_update),
+        cancel,
+    )
+}
+
+/// Learns the cluster's own command table (module and newer commands) once a node is known;
+/// the built-in table serves until then and whenever learning fails.
+fn spawn_command_learning(
+    config: Arc<Config>,
+    router: Arc<Router>,
+    topology: TopologyHandle,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut epochs = topology.subscribe();
+        let opts = fetch_options(&config);
+        loop {
+            if let Some(t) = topology.current() {
+                for shard in &t.shards {
+                    let addr = t.nodes[shard.primary].addr.to_string();
+                    let Ok(frame) = crate::cluster::fetch::call(&addr, &[b"COMMAND"], &opts).await
+                    else {
+                        continue;
+                    };
+                    let mut table = CommandTable::builtin();
+                    match table.learn(&frame) {
+                        Ok(n) => {
+                            tracing::info!(commands = n, node = %addr, "learned command table");
+                            router.set_commands(table);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot learn command table"),
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = epochs.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.client.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and similar: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tasks.spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::trace!(%peer, "client connected");
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            session::run(stream, shared, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Tells a client over the connection limit why, then closes.
+async fn refuse(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,411 @@
+//! One multiplexed, pipelined connection to a Redis node.
+//!
+//! A supervisor task owns the socket: it connects (with capped, jittered backoff), then runs a
+//! writer and a reader side by side. The writer drains every queued request into one buffer and
+//! one syscall, recording a reply slot per request in a FIFO; the reader finds reply boundaries
+//! and hands each frame to the slot at the FIFO's head. Redis answers in order on a connection,
+//! so the FIFO is the whole matching scheme.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo};
+use crate::protocol::{encode, ResponseScanner};
+
+/// `ASKING` in wire form, sent before a request redirected by `-ASK`.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// Most requests taken from the queue for one write.
+const WRITE_BATCH: usize = 256;
+/// Requests larger than this are written from their own buffer instead of copied into the batch.
+const COPY_LIMIT: usize = 64 << 10;
+/// Read chunk reserved when the read buffer runs low.
+const READ_CHUNK: usize = 64 << 10;
+/// Deepest reply nesting accepted from a node.
+const MAX_REPLY_DEPTH: usize = 64;
+
+/// How to reach and talk to one node.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    /// The node's address.
+    pub addr: SocketAddr,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// A reply slower than this marks the connection dead.
+    pub command_timeout: Duration,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Cap of the reconnect delay.
+    pub backoff_max: Duration,
+    /// Requests that may wait to be written.
+    pub queue_depth: usize,
+    /// Largest reply accepted.
+    pub max_reply_bytes: usize,
+    /// `AUTH` credentials (username may be empty), sent on connect.
+    pub auth: Option<(String, String)>,
+    /// Send `READONLY` on connect (replica connections serving reads).
+    pub readonly: bool,
+}
+
+/// Handle to one backend connection; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BackendConn {
+    tx: mpsc::Sender<BackendRequest>,
+    addr: Arc<str>,
+    connected: Arc<AtomicBool>,
+}
+
+impl BackendConn {
+    /// Starts the connection's supervisor task; it ends when every handle is dropped.
+    pub fn spawn(settings: Arc<ConnSettings>) -> Self {
+        let (tx, rx) = mpsc::channel(settings.queue_depth);
+        let connected = Arc::new(AtomicBool::new(false));
+        tokio::spawn(supervise(settings.clone(), rx, connected.clone()));
+        Self {
+            tx,
+            addr: settings.addr.to_string().into(),
+            connected,
+        }
+    }
+
+    /// Queues a request; when the queue is full the caller waits for room (backpressure on
+    /// the client), and a connection that has shut down fails the request as not sent.
+    pub async fn send(&self, req: BackendRequest) {
+        let req = match self.tx.try_send(req) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(r)) => r,
+            Err(mpsc::error::TrySendError::Closed(r)) => {
+                return fail(r, BackendError::NotSent(self.addr.to_string()))
+            }
+        };
+        if let Err(mpsc::error::SendError(r)) = self.tx.send(req).await {
+            fail(r, BackendError::NotSent(self.addr.to_string()));
+        }
+    }
+
+    /// True while the connection is established.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// A request written to the socket, waiting for its reply.
+enum InFlight {
+    /// The reply to an `ASKING` the writer added; dropped.
+    Asking,
+    /// A client's request.
+    Request {
+        reply: ReplyTo,
+        raw: Bytes,
+        sent_at: Instant,
+    },
+}
+
+type Fifo = Mutex<VecDeque<InFlight>>;
+
+fn deliver(reply: ReplyTo, raw: Bytes, outcome: Outcome) {
+    // A session that has gone away no longer wants the reply.
+    let _ = reply.tx.send(Completion {
+        tag: reply.tag,
+        raw,
+        outcome,
+    });
+}
+
+fn fail(req: BackendRequest, err: BackendError) {
+    deliver(req.reply, req.raw, Outcome::Failed(err));
+}
+
+async fn supervise(
+    settings: Arc<ConnSettings>,
+    mut rx: mpsc::Receiver<BackendRequest>,
+    connected: Arc<AtomicBool>,
+) {
+    let addr = settings.addr.to_string();
+    let mut backoff = settings.backoff_min;
+    loop {
+        match connect(&settings).await {
+            Ok(stream) => {
+                backoff = settings.backoff_min;
+                connected.store(true, Ordering::Relaxed);
+                let fifo = Fifo::default();
+                let result = serve(stream, &mut rx, &fifo, &settings).await;
+                connected.store(false, Ordering::Relaxed);
+                let lost =
+                    std::mem::take(&mut *fifo.lock().unwrap_or_else(PoisonError::into_inner));
+                for entry in lost {
+                    if let InFlight::Request { reply, raw, .. } = entry {
+                        deliver(
+                            reply,
+                            raw,
+                            Outcome::Failed(BackendError::Lost(addr.clone())),
+                        );
+                    }
+                }
+                match result {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(node = %addr, error = %e, "backend connection lost"),
+                }
+                // Requests still queued were never written: hand them back so the session can
+                // re-route them (the node may be gone for good after a failover).
+                while let Ok(req) = rx.try_recv() {
+                    fail(req, BackendError::NotSent(addr.clone()));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(node = %addr, error = %e, "backend connect failed");
+                if !refuse_until(&mut rx, &addr, jitter(backoff)).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(settings.backoff_max);
+            }
+        }
+    }
+}
+
+/// While waiting to reconnect, fail new requests at once rather than letting them hang.
+/// Returns false when every handle is gone.
+async fn refuse_until(
+    rx: &mut mpsc::Receiver<BackendRequest>,
+    addr: &str,
+    delay: Duration,
+) -> bool {
+    let deadline = Instant::now() + delay;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return true,
+            req = rx.recv() => match req {
+                Some(req) => fail(req, BackendError::Unreachable(addr.to_string())),
+                None => return false,
+            },
+        }
+    }
+}
+
+/// Spreads reconnects of many connections so they don't hit a recovering node together.
+fn jitter(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2 + 1))
+}
+
+/// Errors that end one connection; the supervisor reconnects.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("no reply within the command timeout")]
+    ReplyTimeout,
+    #[error("node closed the connection")]
+    Eof,
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("handshake refused: {0}")]
+    Handshake(String),
+}
+
+async fn connect(s: &ConnSettings) -> Result<TcpStream, ConnError> {
+    let stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(s.addr))
+        .await
+        .map_err(|_| ConnError::ConnectTimeout)??;
+    stream.set_nodelay(true)?;
+    let mut stream = stream;
+    let mut hello = BytesMut::new();
+    let mut expected = 0;
+    if let Some((user, pass)) = &s.auth {
+        if user.is_empty() {
+            encode::command(&mut hello, &[b"AUTH", pass.as_bytes()]);
+        } else {
+            encode::command(&mut hello, &[b"AUTH", user.as_bytes(), pass.as_bytes()]);
+        }
+        expected += 1;
+    }
+    if s.readonly {
+        encode::command(&mut hello, &[b"READONLY"]);
+        expected += 1;
+    }
+    if expected > 0 {
+        tokio::time::timeout(s.command_timeout, handshake(&mut stream, &hello, expected))
+            .await
+            .map_err(|_| ConnError::ReplyTimeout)??;
+    }
+    Ok(stream)
+}
+
+/// Sends the connection's set-up commands and checks that none failed.
+async fn handshake(stream: &mut TcpStream, cmds: &[u8], expected: usize) -> Result<(), ConnError> {
+    stream.write_all(cmds).await?;
+    let mut buf = BytesMut::with_capacity(256);
+    let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
+    let mut seen = 0;
+    while seen < expected {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(ConnError::Eof);
+        }
+        while let Some(r) = scanner
+            .scan(&buf)
+            .map_err(|e| ConnError::Protocol(e.to_string()))?
+        {
+            let frame = buf.split_to(r.len);
+            if frame.first() == Some(&b'-') {
+                let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
+                return Err(ConnError::Handshake(text));
+            }
+            seen += 1;
+        }
+        if buf.len() > 64 << 10 {
+            return Err(ConnError::Protocol("oversized handshake reply".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Runs writer and reader until the socket fails (Err) or every handle is gone and all replies
+/// arrived (Ok).
+async fn serve(
+    stream: TcpStream,
+    rx: &mut mpsc::Receiver<BackendRequest>,
+    fifo: &Fifo,
+    s: &ConnSettings,
+) -> Result<(), ConnError> {
+    let (rd, wr) = stream.into_split();
+    let writer = write_loop(wr, rx, fifo);
+    let reader = read_loop(rd, fifo, s);
+    tokio::pin!(writer, reader);
+    tokio::select! {
+        res = &mut writer => {
+            res?;
+            // Every handle is gone: let the reader collect the replies still owed, then stop.
+            drain_replies(&mut reader, fifo).await
+        }
+        res = &mut reader => res,
+    }
+}
+
+async fn drain_replies(
+    reader: &mut (impl std::future::Future<Output = Result<(), ConnError>> + Unpin),
+    fifo: &Fifo,
+) -> Result<(), ConnError> {
+    let empty = || {
+        fifo.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    };
+    loop {
+        if empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            res = &mut *reader => return res,
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<BackendRequest>,
+    fifo: &Fifo,
+) -> Result<(), ConnError> {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut buf = BytesMut::new();
+    loop {
+        if rx.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+            return Ok(());
+        }
+        buf.clear();
+        let mut large: Vec<Bytes> = Vec::new();
+        {
+            let mut q = fifo.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            for req in batch.drain(..) {
+                if req.asking {
+                    buf.extend_from_slice(ASKING);
+                    q.push_back(InFlight::Asking);
+                }
+                if req.raw.len() > COPY_LIMIT {
+                    // Keep order: flush what is buffered before the large request.
+                    large.push(buf.split().freeze());
+                    large.push(req.raw.clone());
+                } else {
+                    buf.extend_from_slice(&req.raw);
+                }
+                q.push_back(InFlight::Request {
+                    reply: req.reply,
+                    raw: req.raw,
+                    sent_at: now,
+                });
+            }
+        }
+        for chunk in large {
+            wr.write_all(&chunk).await?;
+        }
+        if !buf.is_empty() {
+            wr.write_all(&buf).await?;
+        }
+        if buf.capacity() > 4 * COPY_LIMIT {
+            buf = BytesMut::new();
+        }
+    }
+}
+
+async fn read_loop(mut rd: OwnedReadHalf, fifo: &Fifo, s: &ConnSettings) -> Result<(), ConnError> {
+    let mut buf = BytesMut::new();
+    let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
+    loop {
+        while let Some(r) = scanner
+            .scan(&buf)
+            .map_err(|e| ConnError::Protocol(e.to_string()))?
+        {
+            let frame = buf.split_to(r.len).freeze();
+            let entry = fifo
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            match entry {
+                Some(InFlight::Request { reply, raw, .. }) => {
+                    deliver(reply, raw, Outcome::Reply(frame, r.kind))
+                }
+                Some(InFlight::Asking) => {}
+                None => return Err(ConnError::Protocol("reply without a request".into())),
+            }
+        }
+        if buf.len() > s.max_reply_bytes {
+            return Err(ConnError::Protocol(
+                "reply exceeds backend.max_reply_bytes".into(),
+            ));
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let oldest = fifo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find_map(|e| match e {
+                InFlight::Request { sent_at, .. } => Some(*sent_at),
+                InFlight::Asking => None,
+            });
+        // With nothing owed the wait is only a re-check point: requests written meanwhile get
+        // their deadline on the next turn, so a hung node is found within two timeouts.
+        let wake = oldest.unwrap_or_else(Instant::now) + s.command_timeout;
+        let n = match tokio::time::timeout_at(wake, rd.read_buf(&mut buf)).await {
+            Ok(n) => n?,
+            Err(_) if oldest.is_some() => return Err(ConnError::ReplyTimeout),
+            Err(_) => continue,
+        };
+        if n == 0 {
+            return Err(ConnError::Eof);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Re-sending one request after a redirect, a transient cluster error or a lost connection.
+//!
+//! Each retry runs as its own small task so the session keeps serving its other requests and
+//! other clients are never held up; the reply comes back on the session's completion channel
+//! under the request's original tag, so ordering is preserved.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::router::Router;
+use crate::backend::{BackendError, BackendRequest, Completion, Outcome, ReplyTo};
+
+/// Shortest wait before re-routing a request by its slot.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest wait between two re-routes: short, so a promoted replica is used within moments.
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
+
+/// Where a retried request goes.
+enum Target {
+    /// Whichever node owns the slot once the wait is over (None: any primary).
+    Slot(Option<u16>),
+    /// The node named by a redirect (`host:port`), with the slot a MOVED reported.
+    Addr { addr: String, moved: Option<u16> },
+}
+
+/// Who a retry is for: the session's router, reply channel and connection affinity.
+pub struct Origin {
+    /// The router to re-route with.
+    pub router: Arc<Router>,
+    /// Where the reply goes (the request's original tag).
+    pub reply: ReplyTo,
+    /// The session's connection choice within each node pool.
+    pub affinity: usize,
+}
+
+/// One request to send again.
+pub struct Retry {
+    origin: Origin,
+    raw: Bytes,
+    target: Target,
+    asking: bool,
+    delay: Duration,
+}
+
+impl Retry {
+    /// Re-route by slot after a backoff that grows with `attempt`; an earlier topology change
+    /// cuts the wait short.
+    pub fn reroute(origin: Origin, raw: Bytes, slot: Option<u16>, attempt: u32) -> Self {
+        let delay = BACKOFF_MIN
+            .saturating_mul(1 << attempt.saturating_sub(1).min(8))
+            .min(BACKOFF_MAX);
+        Self {
+            origin,
+            raw,
+            target: Target::Slot(slot),
+            asking: false,
+            delay,
+        }
+    }
+
+    /// Follow a MOVED (`moved` = its slot) or an ASK (`moved` = None, sent with `ASKING`) to
+    /// `addr` at once.
+    pub fn redirect(origin: Origin, raw: Bytes, addr: String, moved: Option<u16>) -> Self {
+        Self {
+            origin,
+            raw,
+            asking: moved.is_none(),
+            target: Target::Addr { addr, moved },
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Runs the retry in its own task.
+pub fn spawn(retry: Retry) {
+    tokio::spawn(run(retry));
+}
+
+async fn run(r: Retry) {
+    let pool = match &r.target {
+        Target::Addr { addr, moved } => match resolve(addr).await {
+            Some(sock) => {
+                if let Some(slot) = moved {
+                    r.origin.router.note_moved(*slot, sock);
+                }
+                Some(r.origin.router.pool_for_addr(sock))
+            }
+            None => {
+                r.origin.router.request_refresh();
+                return give_up(r, "redirect to an unresolvable address");
+            }
+        },
+        Target::Slot(slot) => {
+            wait_for_topology(&r.origin.router, r.delay).await;
+            let table = r.origin.router.table();
+            table.as_ref().and_then(|t| match slot {
+                Some(s) => t.primary_for_slot(*s).cloned(),
+                None => t.any_primary(r.origin.router.next_rotation()).cloned(),
+            })
+        }
+    };
+    let Some(pool) = pool else {
+        return give_up(r, "no node serves the slot");
+    };
+    pool.send(
+        BackendRequest {
+            raw: r.raw,
+            asking: r.asking,
+            reply: r.origin.reply,
+        },
+        r.origin.affinity,
+    )
+    .await;
+}
+
+/// Reports a retry that could not be sent; the session decides whether to try again.
+fn give_up(r: Retry, why: &str) {
+    let _ = r.origin.reply.tx.send(Completion {
+        tag: r.origin.reply.tag,
+        raw: r.raw,
+        outcome: Outcome::Failed(BackendError::Unreachable(why.to_string())),
+    });
+}
+
+/// Waits `delay`, or less if a new topology is published meanwhile.
+async fn wait_for_topology(router: &Router, delay: Duration) {
+    let Some(handle) = router.topology() else {
+        tokio::time::sleep(delay).await;
+        return;
+    };
+    let mut rx = handle.subscribe();
+    let _ = tokio::time::timeout(delay, rx.changed()).await;
+}
+
+/// Resolves a redirect target as Redis prints it: `ip:port`, `hostname:port`, or an IPv6
+/// address whose last colon separates the port.
+async fn resolve(addr: &str) -> Option<SocketAddr> {
+    if let Ok(sock) = addr.parse() {
+        return Some(sock);
+    }
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    if host.is_empty() {
+        return None;
+    }
+    tokio::net::lookup_host((host, port)).await.ok()?.next()
+}

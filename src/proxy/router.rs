@@ -1,0 +1,142 @@
+//! The routing table: which node pool serves each slot, rebuilt from every topology snapshot
+//! and read lock-free (one ArcSwap load) on the request path.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::backend::{Backends, NodePool};
+use crate::cluster::refresh::TopologyHandle;
+use crate::cluster::topology::Topology;
+use crate::command::CommandTable;
+
+/// An immutable view: the topology plus the pool of each shard's primary.
+#[derive(Debug)]
+pub struct RoutingTable {
+    /// The snapshot this table was built from.
+    pub topology: Arc<Topology>,
+    primaries: Vec<Arc<NodePool>>,
+}
+
+impl RoutingTable {
+    /// The pool of the primary owning `slot`, if the slot is served.
+    pub fn primary_for_slot(&self, slot: u16) -> Option<&Arc<NodePool>> {
+        self.primaries.get(self.topology.shard_of_slot(slot)?)
+    }
+
+    /// One primary for a keyless command, rotating by `hint`.
+    pub fn any_primary(&self, hint: usize) -> Option<&Arc<NodePool>> {
+        if self.primaries.is_empty() {
+            return None;
+        }
+        self.primaries.get(hint % self.primaries.len())
+    }
+
+    /// Every primary's pool, one per shard.
+    pub fn primaries(&self) -> &[Arc<NodePool>] {
+        &self.primaries
+    }
+}
+
+/// Shared routing state of the proxy.
+pub struct Router {
+    table: ArcSwapOption<RoutingTable>,
+    commands: ArcSwap<CommandTable>,
+    backends: Arc<Backends>,
+    topology: OnceLock<TopologyHandle>,
+    rotate: AtomicUsize,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router with no topology yet.
+    pub fn new(backends: Arc<Backends>, commands: CommandTable) -> Self {
+        Self {
+            table: ArcSwapOption::empty(),
+            commands: ArcSwap::from_pointee(commands),
+            backends,
+            topology: OnceLock::new(),
+            rotate: AtomicUsize::new(0),
+        }
+    }
+
+    /// Connects the router to the refresher that feeds it (set once at start-up).
+    pub fn attach(&self, handle: TopologyHandle) {
+        let _ = self.topology.set(handle);
+    }
+
+    /// The topology refresher, once attached.
+    pub fn topology(&self) -> Option<&TopologyHandle> {
+        self.topology.get()
+    }
+
+    /// Rebuilds the routing table from a new snapshot and drops pools of departed nodes.
+    pub fn install(&self, topology: &Arc<Topology>) {
+        let primaries = topology
+            .shards
+            .iter()
+            .map(|shard| {
+                let node = &topology.nodes[shard.primary];
+                self.backends.pool(node.addr, false)
+            })
+            .collect();
+        self.table.store(Some(Arc::new(RoutingTable {
+            topology: topology.clone(),
+            primaries,
+        })));
+        let known: Vec<SocketAddr> = topology.nodes.iter().map(|n| n.addr).collect();
+        self.backends.retain(|addr| known.contains(&addr));
+    }
+
+    /// The current routing table, if a topology has been learned.
+    pub fn table(&self) -> arc_swap::Guard<Option<Arc<RoutingTable>>> {
+        self.table.load()
+    }
+
+    /// The command table in force.
+    pub fn commands(&self) -> arc_swap::Guard<Arc<CommandTable>> {
+        self.commands.load()
+    }
+
+    /// Replaces the command table (after learning from the cluster).
+    pub fn set_commands(&self, table: CommandTable) {
+        self.commands.store(Arc::new(table));
+    }
+
+    /// The pool for a node named by a redirect.
+    pub fn pool_for_addr(&self, addr: SocketAddr) -> Arc<NodePool> {
+        self.backends.pool(addr, false)
+    }
+
+    /// A rotating counter for spreading keyless commands over primaries.
+    pub fn next_rotation(&self) -> usize {
+        self.rotate.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records a `MOVED`: the slot's new owner is used at once, and a full refresh follows.
+    pub fn note_moved(&self, slot: u16, to: SocketAddr) {
+        let Some(handle) = self.topology.get() else {
+            return;
+        };
+        if let Some(current) = handle.current() {
+            if let Some(updated) = current.with_slot_moved(slot, to) {
+                handle.publish(updated);
+            }
+        }
+        handle.request_refresh();
+    }
+
+    /// Asks for a topology refresh (coalesced with others in flight).
+    pub fn request_refresh(&self) {
+        if let Some(handle) = self.topology.get() {
+            handle.request_refresh();
+        }
+    }
+}

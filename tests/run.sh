@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's test command: installs missing system packages, checks formatting and lints,
+# then runs every unit and integration test. Cluster-heavy tests run one at a time
+# (--test-threads=1) so they never compete for the machine's cores during a failover.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tests/install-deps.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked --lib --bins
+cargo test --locked --tests --benches -- --test-threads=1
