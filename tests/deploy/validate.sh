@@ -39,6 +39,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Keep the repository clean: no __pycache__ beside the checker.
+export PYTHONDONTWRITEBYTECODE=1
 WORK=$(mktemp -d /tmp/slotway-validate.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 PASSED=0
