@@ -272,12 +272,8 @@ def check_slotway_probes(problems: list[str], deploy: dict) -> None:
 def check_anti_affinity(problems: list[str], objs: list[dict]) -> None:
     sets = redis_statefulsets(objs)
     for o in sets:
-        terms = (
-            pod_template(o)["spec"]
-            .get("affinity", {})
-            .get("podAntiAffinity", {})
-            .get("requiredDuringSchedulingIgnoredDuringExecution", [])
-        )
+        anti = pod_template(o)["spec"].get("affinity", {}).get("podAntiAffinity", {})
+        terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution", [])
         own = [t for t in terms if t.get("topologyKey") == "kubernetes.io/hostname" and labels_match(t.get("labelSelector"), template_labels(o))]
         if not own:
             problems.append(f"{name_of(o)}: no required anti-affinity on kubernetes.io/hostname matching its own pods")
@@ -285,11 +281,7 @@ def check_anti_affinity(problems: list[str], objs: list[dict]) -> None:
             others = [x for x in sets if x is not o and labels_match(t.get("labelSelector"), template_labels(x))]
             if others:
                 problems.append(f"{name_of(o)}: anti-affinity also repels {[name_of(x) for x in others]} (needs more nodes than shards)")
-        preferred = (
-            pod_template(o)["spec"]["affinity"]["podAntiAffinity"].get("preferredDuringSchedulingIgnoredDuringExecution", [])
-            if own
-            else []
-        )
+        preferred = anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])
         if not any(p["podAffinityTerm"].get("topologyKey") == "topology.kubernetes.io/zone" for p in preferred):
             problems.append(f"{name_of(o)}: no preferred zone spread")
 
