@@ -9,3 +9,6 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --lib --bins
 cargo test --locked --tests --benches -- --test-threads=1
+# Offline validation of deploy/ (kustomize render, schema, promtool, invariants), checking the
+# proxy ConfigMap against the keys this build of slotway accepts.
+SLOTWAY_BIN="${CARGO_TARGET_DIR:-target}/debug/slotway" tests/deploy/validate.sh
