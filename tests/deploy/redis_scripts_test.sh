@@ -8,13 +8,35 @@
 #   5. after a failover, bootstrap.sh leaves the new roles alone;
 #   6. a pod that comes back with an empty volume is re-attached to its shard's current primary;
 #   7. start.sh restarts a node from its nodes.conf and the cluster heals.
-# Needs redis-server and redis-cli 7.0+. Ports PORT_PREFIX + shard + ordinal (default 463SI:
-# 46300..46322, cluster bus +10000); all processes it started are stopped on exit.
+# Needs redis-server and redis-cli 7.0+. Ports PORT_PREFIX + shard + ordinal (default: a random
+# free prefix P giving P00..P32, cluster bus +10000); all processes it started are stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SCRIPTS=$ROOT/deploy/redis-cluster/scripts
-PORT_PREFIX=${PORT_PREFIX:-463}
+# Default: a random prefix whose ports (and bus ports) are all free, kept below the kernel's
+# ephemeral range so an outgoing connection elsewhere cannot take one between check and bind.
+if [ -z "${PORT_PREFIX:-}" ]; then
+  PORT_PREFIX=$(python3 - <<'PY'
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+for _ in range(200):
+    prefix = random.randint(110, 219)
+    ports = [int(f"{prefix}{s}{i}") for s in range(4) for i in range(3)]
+    if all(free(p) and free(p + 10000) for p in ports):
+        print(prefix)
+        break
+PY
+)
+fi
 WORK=$(mktemp -d /tmp/slotway-redis-test.XXXXXX)
 export REDIS_PASSWORD=test-password-1 REDISCLI_AUTH=test-password-1
 PIDS=()
