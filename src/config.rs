@@ -88,6 +88,37 @@ pub struct ClusterConfig {
     pub username: String,
     /// Password for `AUTH` on every node; empty = no AUTH (default empty).
     pub password: String,
+    /// Where read-only commands go: `primary`, `prefer-replica` or `replica-round-robin`
+    /// (default `primary`).
+    pub read_policy: String,
+    /// After every write, `WAIT` for replicas before acknowledging the client (default false).
+    pub durable_writes: bool,
+    /// Replicas that must confirm a durable write (default 1).
+    pub durable_replicas: u32,
+    /// How long a durable write waits for its replicas (default 500 ms).
+    pub durable_timeout_ms: u64,
+}
+
+/// Where read-only commands are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPolicy {
+    /// Always the slot's primary.
+    Primary,
+    /// One of the slot's healthy replicas (the same one for a given client), else the primary.
+    PreferReplica,
+    /// The slot's healthy replicas in turn, else the primary.
+    ReplicaRoundRobin,
+}
+
+impl ClusterConfig {
+    /// The parsed read policy (validated at load).
+    pub fn read_policy(&self) -> ReadPolicy {
+        match self.read_policy.as_str() {
+            "prefer-replica" => ReadPolicy::PreferReplica,
+            "replica-round-robin" => ReadPolicy::ReplicaRoundRobin,
+            _ => ReadPolicy::Primary,
+        }
+    }
 }
 
 /// Settings of the connections from the proxy to each Redis node.
@@ -167,6 +198,10 @@ impl Default for ClusterConfig {
             max_redirects: 5,
             username: String::new(),
             password: String::new(),
+            read_policy: "primary".into(),
+            durable_writes: false,
+            durable_replicas: 1,
+            durable_timeout_ms: 500,
         }
     }
 }
@@ -285,6 +320,24 @@ impl Config {
                 key: "backend.reconnect_backoff_min_ms",
                 reason: "must not exceed backend.reconnect_backoff_max_ms".into(),
             });
+        }
+        if !matches!(
+            self.cluster.read_policy.as_str(),
+            "primary" | "prefer-replica" | "replica-round-robin"
+        ) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.read_policy",
+                reason: format!(
+                    "expected \"primary\", \"prefer-replica\" or \"replica-round-robin\", got {:?}",
+                    self.cluster.read_policy
+                ),
+            });
+        }
+        if self.cluster.durable_writes {
+            positive(
+                "cluster.durable_replicas",
+                self.cluster.durable_replicas.into(),
+            )?;
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
@@ -459,6 +512,14 @@ mod tests {
         assert!(err.to_string().contains("backend.queue_depth"));
         let err = Config::load(None, env(&[("SLOTWAY_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("log.format"));
+        let err = Config::load(None, env(&[("SLOTWAY_CLUSTER_READ_POLICY", "any")])).unwrap_err();
+        assert!(err.to_string().contains("cluster.read_policy"));
+        let cfg = Config::load(
+            None,
+            env(&[("SLOTWAY_CLUSTER_READ_POLICY", "prefer-replica")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.cluster.read_policy(), ReadPolicy::PreferReplica);
     }
 
     #[test]

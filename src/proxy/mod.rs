@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backends, ConnSettings};
+use crate::backend::{Backends, ConnSettings, DurableWait};
 use crate::cluster::fetch::FetchOptions;
 use crate::cluster::refresh::{spawn_refresher, RefreshConfig, TopologyHandle};
 use crate::command::CommandTable;
@@ -85,7 +85,11 @@ impl Proxy {
             conn_template(&config),
             config.backend.connections_per_node,
         ));
-        let router = Arc::new(Router::new(backends, CommandTable::builtin()));
+        let router = Arc::new(Router::new(
+            backends,
+            CommandTable::builtin(),
+            config.cluster.read_policy(),
+        ));
         let topology = start_refresher(&config, &router, shutdown.clone());
         router.attach(topology.clone());
         spawn_command_learning(
@@ -156,6 +160,12 @@ fn conn_template(config: &Config) -> ConnSettings {
         max_reply_bytes: b.max_reply_bytes,
         auth: auth(config),
         readonly: false,
+        wait: config.cluster.durable_writes.then(|| {
+            DurableWait::new(
+                config.cluster.durable_replicas,
+                config.cluster.durable_timeout_ms,
+            )
+        }),
     }
 }
 

@@ -20,6 +20,7 @@ use super::classify::{classify, Decision, LocalCmd};
 use super::retry::{self, Origin, Retry};
 use super::Shared;
 use crate::backend::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, Tag};
+use crate::config::ReadPolicy;
 use crate::protocol::{
     encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner, ServerError,
 };
@@ -40,6 +41,8 @@ struct Waiting {
     redirects: u32,
     /// Re-sends after transient errors or failures so far.
     attempts: u32,
+    /// A write in durable mode: sent with `WAIT`.
+    durable: bool,
     /// When retrying stops; set at the first retry.
     deadline: Option<Instant>,
 }
@@ -225,6 +228,7 @@ impl Session {
                     readonly,
                     redirects: 0,
                     attempts: 0,
+                    durable: !readonly && self.shared.config.cluster.durable_writes,
                     deadline: None,
                 };
                 self.forward(raw, waiting).await;
@@ -244,6 +248,13 @@ impl Session {
             match table.as_ref() {
                 None => None,
                 Some(t) => match waiting.slot {
+                    Some(s) if waiting.readonly => {
+                        let pick = match router.read_policy() {
+                            ReadPolicy::ReplicaRoundRobin => router.next_rotation(),
+                            _ => self.id,
+                        };
+                        t.reader_for_slot(s, router.read_policy(), pick).cloned()
+                    }
                     Some(s) => t.primary_for_slot(s).cloned(),
                     None => t.any_primary(router.next_rotation()).cloned(),
                 },
@@ -258,10 +269,12 @@ impl Session {
             };
             return self.push_error(msg);
         };
+        let durable = waiting.durable;
         let tag = self.push_pending(Pending::Waiting(waiting));
         let req = BackendRequest {
             raw,
             asking: false,
+            durable,
             reply: self.reply_to(tag),
         };
         pool.send(req, self.id).await;
@@ -350,11 +363,12 @@ impl Session {
             let w = self.waiting(idx);
             (w.slot, w.attempts)
         };
-        retry::spawn(Retry::reroute(self.origin(tag), raw, slot, attempts));
+        retry::spawn(Retry::reroute(self.origin(idx, tag), raw, slot, attempts));
     }
 
-    fn origin(&self, tag: Tag) -> Origin {
+    fn origin(&mut self, idx: usize, tag: Tag) -> Origin {
         Origin {
+            durable: self.waiting(idx).durable,
             router: self.shared.router.clone(),
             reply: self.reply_to(tag),
             affinity: self.id,
@@ -381,7 +395,12 @@ impl Session {
                     return Some(frame);
                 }
                 let target = addr.to_string();
-                retry::spawn(Retry::redirect(self.origin(tag), raw, target, Some(slot)));
+                retry::spawn(Retry::redirect(
+                    self.origin(idx, tag),
+                    raw,
+                    target,
+                    Some(slot),
+                ));
                 None
             }
             ServerError::Ask { addr, .. } => {
@@ -389,7 +408,7 @@ impl Session {
                     return Some(frame);
                 }
                 let target = addr.to_string();
-                retry::spawn(Retry::redirect(self.origin(tag), raw, target, None));
+                retry::spawn(Retry::redirect(self.origin(idx, tag), raw, target, None));
                 None
             }
             e @ (ServerError::TryAgain
