@@ -57,7 +57,6 @@ pub enum SessionError {
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let limits = shared.scan_limits;
     let mut session = Session {
         stream,
@@ -68,11 +67,12 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         keys: Vec::new(),
         pending: VecDeque::new(),
         base_seq: 0,
-        tx,
+        tx: None,
+        rx: None,
         closing: false,
         id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
     };
-    if let Err(e) = session.serve(rx, shutdown).await {
+    if let Err(e) = session.serve(shutdown).await {
         tracing::debug!(error = %e, "client session ended");
     }
 }
@@ -90,7 +90,10 @@ struct Session {
     pending: VecDeque<Pending>,
     /// Sequence number of `pending[0]`.
     base_seq: u64,
-    tx: mpsc::UnboundedSender<Completion>,
+    /// The completion channel, created on the first forwarded request so an idle client
+    /// costs no channel memory.
+    tx: Option<mpsc::UnboundedSender<Completion>>,
+    rx: Option<mpsc::UnboundedReceiver<Completion>>,
     /// No more requests are read (QUIT, protocol error, client EOF or shutdown).
     closing: bool,
     /// Picks this client's connection in each node pool.
@@ -101,12 +104,9 @@ struct Session {
 static NEXT_SESSION_ID: AtomicUsize = AtomicUsize::new(0);
 
 impl Session {
-    async fn serve(
-        &mut self,
-        mut rx: mpsc::UnboundedReceiver<Completion>,
-        shutdown: CancellationToken,
-    ) -> Result<(), SessionError> {
-        let mut completions = Vec::with_capacity(64);
+    async fn serve(&mut self, shutdown: CancellationToken) -> Result<(), SessionError> {
+        // Grows on first use only: idle clients hold no buffers.
+        let mut completions = Vec::new();
         let max_inflight = self.shared.config.client.max_inflight;
         loop {
             if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
@@ -121,7 +121,7 @@ impl Session {
             let can_read = !self.closing && self.pending.len() < max_inflight;
             tokio::select! {
                 biased;
-                _ = rx.recv_many(&mut completions, 256) => {
+                _ = recv_completions(&mut self.rx, &mut completions) => {
                     for c in completions.drain(..) {
                         self.on_completion(c);
                     }
@@ -450,11 +450,16 @@ impl Session {
         }
     }
 
-    fn reply_to(&self, tag: Tag) -> ReplyTo {
-        ReplyTo {
-            tx: self.tx.clone(),
-            tag,
-        }
+    fn reply_to(&mut self, tag: Tag) -> ReplyTo {
+        let tx = match &self.tx {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.rx = Some(rx);
+                self.tx.insert(tx).clone()
+            }
+        };
+        ReplyTo { tx, tag }
     }
 
     /// Moves every reply at the front of `pending` that is ready into the write buffer.
@@ -485,6 +490,17 @@ impl Session {
             self.wbuf = BytesMut::new();
         }
         Ok(())
+    }
+}
+
+/// Waits for completions; forever while the session has never forwarded anything.
+async fn recv_completions(
+    rx: &mut Option<mpsc::UnboundedReceiver<Completion>>,
+    out: &mut Vec<Completion>,
+) -> usize {
+    match rx {
+        Some(rx) => rx.recv_many(out, 256).await,
+        None => std::future::pending().await,
     }
 }
 
