@@ -61,6 +61,16 @@ pub struct Config {
     pub client: ClientConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Async runtime.
+    pub runtime: RuntimeConfig,
+}
+
+/// Async runtime settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 = one per available core (default 0).
+    pub worker_threads: usize,
 }
 
 /// Admin HTTP endpoint settings.
@@ -185,6 +195,7 @@ impl Default for Config {
             backend: BackendConfig::default(),
             client: ClientConfig::default(),
             log: LogConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }

@@ -139,7 +139,11 @@ fn run_local(mut config: Config, args: LocalArgs) -> Result<()> {
 }
 
 fn run_proxy(config: Config, cluster: Option<LocalCluster>) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.runtime.worker_threads > 0 {
+        builder.worker_threads(config.runtime.worker_threads);
+    }
+    let runtime = builder
         .enable_all()
         .thread_name("slotway")
         .build()
