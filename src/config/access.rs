@@ -187,6 +187,17 @@ allow = ["config|get"]
     }
 
     #[test]
+    fn example_config_files_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for name in ["config/local.toml", "config/kubernetes.toml"] {
+            let cfg = Config::load(Some(&root.join(name)), Vec::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            // The local example spells out the default deny list: keep them in step.
+            assert_eq!(cfg.policy, super::PolicyConfig::default(), "{name}");
+        }
+    }
+
+    #[test]
     fn defaults_deny_damaging_commands_and_need_no_auth() {
         let cfg = Config::default();
         assert!(cfg.policy.deny.iter().any(|d| d == "config|set"));
