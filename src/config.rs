@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod access;
+pub use access::{AuthConfig, PolicyConfig, UserConfig};
+
+use crate::security::Secret;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -59,6 +64,10 @@ pub struct Config {
     pub backend: BackendConfig,
     /// Limits applied to each client connection.
     pub client: ClientConfig,
+    /// Client authentication (passwords, users).
+    pub auth: AuthConfig,
+    /// Commands refused for every client.
+    pub policy: PolicyConfig,
     /// Logging.
     pub log: LogConfig,
     /// Async runtime.
@@ -96,8 +105,12 @@ pub struct ClusterConfig {
     pub max_redirects: u32,
     /// Username for `AUTH` on every node; empty = default user (default empty).
     pub username: String,
+    /// A file holding the username, instead of `username` (default empty).
+    pub username_file: String,
     /// Password for `AUTH` on every node; empty = no AUTH (default empty).
-    pub password: String,
+    pub password: Secret,
+    /// A file holding the password, instead of `password` (default empty).
+    pub password_file: String,
     /// Where read-only commands go: `primary`, `prefer-replica` or `replica-round-robin`
     /// (default `primary`).
     pub read_policy: String,
@@ -167,7 +180,8 @@ pub struct ClientConfig {
     pub max_inline_bytes: usize,
     /// Read chunk size (default 16384); buffers exist only while a client has data.
     pub read_buffer_bytes: usize,
-    /// Replies buffered for a client that does not read before it is disconnected (default 64 MiB).
+    /// Replies buffered for a client that does not read before it is disconnected;
+    /// 0 = no limit (default 64 MiB).
     pub output_buffer_limit_bytes: usize,
     /// Close clients idle this long; 0 = never (default 0).
     pub idle_timeout_ms: u64,
@@ -194,6 +208,8 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             backend: BackendConfig::default(),
             client: ClientConfig::default(),
+            auth: AuthConfig::default(),
+            policy: PolicyConfig::default(),
             log: LogConfig::default(),
             runtime: RuntimeConfig::default(),
         }
@@ -208,7 +224,9 @@ impl Default for ClusterConfig {
             retry_deadline_ms: 5_000,
             max_redirects: 5,
             username: String::new(),
-            password: String::new(),
+            username_file: String::new(),
+            password: Secret::default(),
+            password_file: String::new(),
             read_policy: "primary".into(),
             durable_writes: false,
             durable_replicas: 1,
@@ -350,6 +368,27 @@ impl Config {
                 self.cluster.durable_replicas.into(),
             )?;
         }
+        for (key, inline, file) in [
+            (
+                "cluster.password_file",
+                !self.cluster.password.is_empty(),
+                &self.cluster.password_file,
+            ),
+            (
+                "cluster.username_file",
+                !self.cluster.username.is_empty(),
+                &self.cluster.username_file,
+            ),
+        ] {
+            if inline && !file.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "set either the value or the file, not both".into(),
+                });
+            }
+        }
+        self.auth.validate()?;
+        self.policy.validate()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
                 key: "log.format",
@@ -539,5 +578,16 @@ mod tests {
         assert!(keys.contains(&"listen".to_string()));
         assert!(keys.contains(&"backend.queue_depth".to_string()));
         assert!(keys.contains(&"admin.listen".to_string()));
+        for k in [
+            "auth.password",
+            "auth.password_file",
+            "auth.users",
+            "policy.deny",
+            "policy.allow",
+            "cluster.password_file",
+            "cluster.username_file",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k}");
+        }
     }
 }

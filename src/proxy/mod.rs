@@ -23,6 +23,7 @@ use crate::cluster::refresh::{spawn_refresher, RefreshConfig, TopologyHandle};
 use crate::command::CommandTable;
 use crate::config::{ms, Config};
 use crate::protocol::ScanLimits;
+use crate::security::{limits, Security, SecurityError};
 use router::Router;
 
 /// Why the proxy could not start.
@@ -39,6 +40,9 @@ pub enum ProxyError {
     /// No seed node was configured.
     #[error("no seed nodes configured (set `seeds` or --seeds)")]
     NoSeeds,
+    /// Authentication or policy settings are unusable (e.g. a password file is missing).
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 /// State shared by every session.
@@ -50,6 +54,8 @@ pub struct Shared {
     pub router: Arc<Router>,
     /// Request scanner limits derived from the config.
     pub scan_limits: ScanLimits,
+    /// Client authentication and command rules.
+    pub security: Security,
 }
 
 /// A running proxy.
@@ -64,10 +70,12 @@ pub struct Proxy {
 impl Proxy {
     /// Binds the listener, starts topology discovery and begins accepting clients.
     /// Returns without waiting for the cluster: clients get a clear error until it is known.
-    pub async fn start(config: Config) -> Result<Self, ProxyError> {
+    pub async fn start(mut config: Config) -> Result<Self, ProxyError> {
         if config.seeds.is_empty() {
             return Err(ProxyError::NoSeeds);
         }
+        crate::security::resolve_upstream(&mut config.cluster)?;
+        let security = Security::from_config(&config)?;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -106,6 +114,7 @@ impl Proxy {
             },
             config,
             router,
+            security,
         });
         let tasks = TaskTracker::new();
         tasks.spawn(accept_loop(
@@ -169,7 +178,7 @@ fn conn_template(config: &Config) -> ConnSettings {
     }
 }
 
-fn auth(config: &Config) -> Option<(String, String)> {
+fn auth(config: &Config) -> Option<(String, crate::security::Secret)> {
     let c = &config.cluster;
     (!c.password.is_empty()).then(|| (c.username.clone(), c.password.clone()))
 }
@@ -270,6 +279,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            limits::count_rejected("max_clients");
             tasks.spawn(refuse(stream));
             continue;
         };

@@ -24,6 +24,8 @@ use crate::config::ReadPolicy;
 use crate::protocol::{
     encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner, ServerError,
 };
+use crate::security::limits::{self, IdleTimer};
+use crate::security::ClientState;
 
 /// A request awaiting its reply, or a reply waiting for earlier ones to be written.
 enum Pending {
@@ -58,7 +60,13 @@ pub enum SessionError {
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
     let limits = shared.scan_limits;
+    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let idle = IdleTimer::new(crate::config::ms(shared.config.client.idle_timeout_ms));
     let mut session = Session {
+        sec: shared.security.client(id as u64),
+        idle,
+        write_blocked: false,
+        capped: false,
         stream,
         shared,
         rbuf: BytesMut::new(),
@@ -70,7 +78,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         tx: None,
         rx: None,
         closing: false,
-        id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+        id,
     };
     if let Err(e) = session.serve(shutdown).await {
         tracing::debug!(error = %e, "client session ended");
@@ -98,6 +106,14 @@ struct Session {
     closing: bool,
     /// Picks this client's connection in each node pool.
     id: usize,
+    /// Authentication state and compiled command rules.
+    sec: ClientState,
+    /// Closes the client after `client.idle_timeout_ms` without traffic.
+    idle: IdleTimer,
+    /// The last write stopped at a full socket; wait for writability before trying again.
+    write_blocked: bool,
+    /// Reading is paused at the in-flight cap (counted once per pause).
+    capped: bool,
 }
 
 /// Session ids, spreading clients over each node's connections.
@@ -108,17 +124,32 @@ impl Session {
         // Grows on first use only: idle clients hold no buffers.
         let mut completions = Vec::new();
         let max_inflight = self.shared.config.client.max_inflight;
+        let output_limit = self.shared.config.client.output_buffer_limit_bytes;
         loop {
             if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
                 // Requests left buffered when the in-flight cap was hit: the socket will not
                 // signal them again.
                 self.dispatch_all().await;
             }
-            self.flush().await?;
-            if self.closing && self.pending.is_empty() {
+            self.flush()?;
+            if limits::over_output_limit(self.wbuf.len(), output_limit) {
+                // A client that does not read its replies must not make the proxy grow.
+                limits::count_disconnect("output_buffer_limit");
+                tracing::debug!(
+                    buffered = self.wbuf.len(),
+                    "client over the output buffer limit"
+                );
+                return Ok(());
+            }
+            if self.closing && self.pending.is_empty() && self.wbuf.is_empty() {
                 return Ok(());
             }
             let can_read = !self.closing && self.pending.len() < max_inflight;
+            let capped = !can_read && !self.closing;
+            if capped && !self.capped {
+                limits::count_inflight_cap();
+            }
+            self.capped = capped;
             tokio::select! {
                 biased;
                 _ = recv_completions(&mut self.rx, &mut completions) => {
@@ -137,6 +168,16 @@ impl Session {
                     // Drain: stop reading, finish what the client already sent.
                     self.closing = true;
                 }
+                ready = self.stream.writable(), if self.write_blocked => {
+                    ready?;
+                    self.write_blocked = false;
+                }
+                _ = self.idle.tick() => {
+                    if self.idle.expired(!self.pending.is_empty()) {
+                        limits::count_disconnect("idle_timeout");
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -150,7 +191,7 @@ impl Session {
         }
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
-            Ok(_) => {}
+            Ok(_) => self.idle.touch(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e.into()),
         }
@@ -168,6 +209,7 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => {
                     // Redis answers a protocol error and closes the connection.
+                    limits::count_protocol_error(&e);
                     self.push_error(&format!("ERR {e}"));
                     self.rbuf.clear();
                     self.closing = true;
@@ -185,6 +227,7 @@ impl Session {
                     match inline_to_multibulk(&line) {
                         Ok(raw) => self.dispatch_rescanned(raw).await,
                         Err(e) => {
+                            limits::count_protocol_error(&e);
                             self.push_error(&format!("ERR {e}"));
                             self.closing = true;
                         }
@@ -220,7 +263,18 @@ impl Session {
         if args.is_empty() {
             return;
         }
-        let decision = classify(&self.shared.router.commands(), &raw, args, &mut self.keys);
+        let commands = self.shared.router.commands();
+        let stream = &self.stream;
+        let peer = || stream.peer_addr().ok();
+        if let Some(reply) =
+            self.shared
+                .security
+                .check(&mut self.sec, &commands, &raw, args, &mut self.keys, peer)
+        {
+            return self.push_reply(reply);
+        }
+        let decision = classify(&commands, &raw, args, &mut self.keys);
+        drop(commands);
         match decision {
             Decision::Forward { slot, readonly } => {
                 let waiting = Waiting {
@@ -472,18 +526,24 @@ impl Session {
         }
     }
 
-    /// Writes the write buffer out completely.
-    async fn flush(&mut self) -> Result<(), SessionError> {
+    /// Writes as much of the write buffer as the socket takes without waiting; the rest
+    /// stays buffered (counted against the output limit) until the socket is writable.
+    fn flush(&mut self) -> Result<(), SessionError> {
         self.collect_ready();
-        let mut data: &[u8] = &self.wbuf;
-        while !data.is_empty() {
-            match self.stream.try_write(data) {
-                Ok(n) => data = &data[n..],
+        while !self.wbuf.is_empty() && !self.write_blocked {
+            match self.stream.try_write(&self.wbuf) {
+                Ok(n) => {
+                    self.wbuf.advance(n);
+                    self.idle.touch();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.stream.writable().await?;
+                    self.write_blocked = true;
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        if !self.wbuf.is_empty() {
+            return Ok(());
         }
         self.wbuf.clear();
         if self.wbuf.capacity() > 1 << 20 {
