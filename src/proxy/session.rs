@@ -16,10 +16,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{classify, Decision, LocalCmd};
+use super::classify::{classify, Decision, Fan, LocalCmd};
+use super::fanout::{self, Fanout, Planned, Target};
 use super::retry::{self, Origin, Retry};
 use super::Shared;
-use crate::backend::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, Tag};
+use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
 use crate::protocol::{
     encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner, ServerError,
 };
@@ -28,20 +29,35 @@ use crate::protocol::{
 enum Pending {
     Waiting(Waiting),
     Ready(Bytes),
+    /// A request split into parts (`Tag::part`), each with its own retry state.
+    Fanout(Box<Fanout>),
 }
 
 /// What a session remembers about a forwarded request, for redirects and retries.
-struct Waiting {
+pub(super) struct Waiting {
     /// The slot of its keys (None: any primary).
-    slot: Option<u16>,
+    pub(super) slot: Option<u16>,
     /// Safe to re-send after a lost connection.
-    readonly: bool,
+    pub(super) readonly: bool,
     /// MOVED/ASK redirects followed so far.
-    redirects: u32,
+    pub(super) redirects: u32,
     /// Re-sends after transient errors or failures so far.
-    attempts: u32,
+    pub(super) attempts: u32,
     /// When retrying stops; set at the first retry.
-    deadline: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Waiting {
+    /// A request not yet retried.
+    pub(super) fn new(slot: Option<u16>, readonly: bool) -> Self {
+        Self {
+            slot,
+            readonly,
+            redirects: 0,
+            attempts: 0,
+            deadline: None,
+        }
+    }
 }
 
 /// Why a session ended abnormally (logged at debug level: clients come and go).
@@ -54,6 +70,7 @@ pub enum SessionError {
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let _counted = super::info::ClientGuard::new();
     let (tx, rx) = mpsc::unbounded_channel();
     let limits = shared.scan_limits;
     let mut session = Session {
@@ -68,6 +85,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         tx,
         closing: false,
         id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+        written: Vec::new(),
     };
     if let Err(e) = session.serve(rx, shutdown).await {
         tracing::debug!(error = %e, "client session ended");
@@ -92,6 +110,8 @@ struct Session {
     closing: bool,
     /// Picks this client's connection in each node pool.
     id: usize,
+    /// Primaries this client sent writes to since its last WAIT.
+    written: Vec<Arc<NodePool>>,
 }
 
 /// Session ids, spreading clients over each node's connections.
@@ -218,6 +238,15 @@ impl Session {
             return;
         }
         let decision = classify(&self.shared.router.commands(), &raw, args, &mut self.keys);
+        let decision = match decision {
+            Decision::Eval { slot, readonly } => {
+                if let Some(body) = args.get(1) {
+                    self.shared.scripts.remember(&raw[body.clone()]);
+                }
+                Decision::Forward { slot, readonly }
+            }
+            d => d,
+        };
         match decision {
             Decision::Forward { slot, readonly } => {
                 let waiting = Waiting {
@@ -233,7 +262,110 @@ impl Session {
                 let args = args.to_vec();
                 self.local(cmd, &raw, &args);
             }
+            Decision::Fanout(fan) => {
+                let args = args.to_vec();
+                self.fanout(fan, raw, &args).await;
+            }
             Decision::Error(msg) => self.push_error(&msg),
+            Decision::Eval { .. } => unreachable!("turned into Forward above"),
+        }
+    }
+
+    /// Plans a fanned-out request, sends its parts, and queues its pending state.
+    async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
+        let router = self.shared.router.clone();
+        let tcp_port = self.stream.local_addr().map_or(0, |a| a.port());
+        let written: Vec<std::net::SocketAddr> = match fan {
+            Fan::Wait => self.written.drain(..).map(|p| p.addr()).collect(),
+            _ => Vec::new(),
+        };
+        // The routing table guard must not live across an await.
+        let planned = {
+            let table = router.table();
+            let Some(t) = table.as_ref() else {
+                router.request_refresh();
+                return self.push_error(
+                    "CLUSTERDOWN slotway has no cluster topology yet (no seed reachable)",
+                );
+            };
+            let ctx = fanout::Ctx {
+                table: t,
+                config: &self.shared.config,
+                scripts: &self.shared.scripts,
+                written: &written,
+                tcp_port,
+            };
+            match fanout::plan(fan, &ctx, &raw, args, &self.keys) {
+                Ok(Planned::Parts(parts, reduce)) => {
+                    let pools: Option<Vec<Arc<NodePool>>> = parts
+                        .iter()
+                        .map(|p| match p.target {
+                            Target::Slot(s) => t.primary_for_slot(s).cloned(),
+                            Target::Node(addr) => Some(router.pool_for_addr(addr)),
+                        })
+                        .collect();
+                    Ok((parts, reduce, pools))
+                }
+                Ok(Planned::Reply(reply)) => return self.push_reply(reply),
+                Err(msg) => Err(msg),
+            }
+        };
+        let (parts, reduce, pools) = match planned {
+            Ok(p) => p,
+            Err(msg) => return self.push_error(&msg),
+        };
+        let Some(pools) = pools else {
+            router.request_refresh();
+            return self.push_error("CLUSTERDOWN Hash slot not served");
+        };
+        if parts.is_empty() {
+            return self.push_reply(Fanout::merge_empty(&reduce));
+        }
+        let (state, sends) = Fanout::new(parts, reduce);
+        let seq = self.push_pending(Pending::Fanout(Box::new(state))).seq;
+        for (part, ((raw, _), pool)) in sends.into_iter().zip(pools).enumerate() {
+            let tag = Tag {
+                seq,
+                part: part as u32,
+            };
+            let req = BackendRequest {
+                raw,
+                asking: false,
+                reply: self.reply_to(tag),
+            };
+            pool.send(req, self.id).await;
+        }
+    }
+
+    /// Remembers a primary this client wrote to, for WAIT.
+    fn note_write(&mut self, pool: &Arc<NodePool>) {
+        if !self.written.iter().any(|p| Arc::ptr_eq(p, pool)) {
+            self.written.push(pool.clone());
+        }
+    }
+
+    /// How the emulated cluster looks to this client.
+    fn cluster_view(&self) -> super::emulation::View {
+        let cfg = &self.shared.config.commands;
+        let announced = (!cfg.announce_address.is_empty())
+            .then(|| crate::cluster::fetch::split_host_port(&cfg.announce_address).ok())
+            .flatten()
+            .map(|(host, port)| (host.to_string(), port));
+        let (host, port) = announced.unwrap_or_else(|| match self.stream.local_addr() {
+            Ok(a) => (a.ip().to_string(), a.port()),
+            Err(_) => (String::from("127.0.0.1"), 0),
+        });
+        let healthy = self
+            .shared
+            .router
+            .table()
+            .as_ref()
+            .is_some_and(|t| t.topology.covers_all_slots());
+        super::emulation::View {
+            enabled: cfg.cluster_emulation,
+            host,
+            port,
+            healthy,
         }
     }
 
@@ -258,6 +390,9 @@ impl Session {
             };
             return self.push_error(msg);
         };
+        if !waiting.readonly {
+            self.note_write(&pool);
+        }
         let tag = self.push_pending(Pending::Waiting(waiting));
         let req = BackendRequest {
             raw,
@@ -286,6 +421,9 @@ impl Session {
                 Some(0) => encode::simple(&mut out, "OK"),
                 Some(_) => encode::error(&mut out, "ERR SELECT is not allowed in cluster mode"),
             },
+            LocalCmd::Cluster(cmd) => {
+                out.extend_from_slice(&self.cluster_view().reply(cmd, raw, args))
+            }
         }
         self.push_reply(out.freeze());
     }
@@ -320,7 +458,7 @@ impl Session {
         else {
             return;
         };
-        let Some(Pending::Waiting(w)) = self.pending.get(idx) else {
+        let Some(w) = self.waiting_part(idx, c.tag.part) else {
             return;
         };
         let readonly = w.readonly;
@@ -330,7 +468,7 @@ impl Session {
             }
             Outcome::Reply(frame, _) => Some(frame),
             Outcome::Failed(err) => {
-                if (err.retry_safe() || readonly) && self.begin_retry(idx) {
+                if (err.retry_safe() || readonly) && self.begin_retry(idx, c.tag.part) {
                     self.shared.router.request_refresh();
                     self.reroute(idx, c.raw, c.tag);
                     None
@@ -340,14 +478,26 @@ impl Session {
             }
         };
         if let Some(frame) = next {
-            self.pending[idx] = Pending::Ready(frame);
+            self.finish(idx, c.tag.part, frame);
         }
+    }
+
+    /// Records the final reply of `pending[idx]` (or of one of its parts).
+    fn finish(&mut self, idx: usize, part: u32, frame: Bytes) {
+        let reply = match &mut self.pending[idx] {
+            Pending::Fanout(f) => match f.complete(part, frame) {
+                Some(merged) => merged,
+                None => return,
+            },
+            _ => frame,
+        };
+        self.pending[idx] = Pending::Ready(reply);
     }
 
     /// Sends `pending[idx]` again to whichever node owns its slot after a short backoff.
     fn reroute(&mut self, idx: usize, raw: Bytes, tag: Tag) {
         let (slot, attempts) = {
-            let w = self.waiting(idx);
+            let w = self.waiting(idx, tag.part);
             (w.slot, w.attempts)
         };
         retry::spawn(Retry::reroute(self.origin(tag), raw, slot, attempts));
@@ -362,9 +512,9 @@ impl Session {
     }
 
     /// Counts one redirect of `pending[idx]`; false once the hop limit is reached.
-    fn begin_redirect(&mut self, idx: usize) -> bool {
+    fn begin_redirect(&mut self, idx: usize, part: u32) -> bool {
         let max = self.shared.config.cluster.max_redirects;
-        let w = self.waiting(idx);
+        let w = self.waiting(idx, part);
         if w.redirects >= max {
             return false;
         }
@@ -377,7 +527,7 @@ impl Session {
         let router = self.shared.router.clone();
         match crate::protocol::classify_error(&frame) {
             ServerError::Moved { slot, addr } => {
-                if !self.begin_redirect(idx) {
+                if !self.begin_redirect(idx, tag.part) {
                     return Some(frame);
                 }
                 let target = addr.to_string();
@@ -385,7 +535,7 @@ impl Session {
                 None
             }
             ServerError::Ask { addr, .. } => {
-                if !self.begin_redirect(idx) {
+                if !self.begin_redirect(idx, tag.part) {
                     return Some(frame);
                 }
                 let target = addr.to_string();
@@ -397,7 +547,7 @@ impl Session {
             | ServerError::Loading
             | ServerError::MasterDown
             | ServerError::ReadOnly) => {
-                if !self.begin_retry(idx) {
+                if !self.begin_retry(idx, tag.part) {
                     return Some(frame);
                 }
                 if !matches!(e, ServerError::TryAgain) {
@@ -406,14 +556,38 @@ impl Session {
                 self.reroute(idx, raw, tag);
                 None
             }
+            ServerError::NoScript => self.on_noscript(idx, frame, raw, tag),
             _ => Some(frame),
         }
     }
 
+    /// `NOSCRIPT` to an `EVALSHA` whose body slotway has seen: load it, then send it again.
+    fn on_noscript(&mut self, idx: usize, frame: Bytes, raw: Bytes, tag: Tag) -> Option<Bytes> {
+        let scripts = &self.shared.scripts;
+        let Some(body) = scripts.body_for_evalsha(&raw, self.shared.scan_limits) else {
+            return Some(frame);
+        };
+        // Counted as a redirect: a script that will not load cannot loop.
+        if !self.begin_redirect(idx, tag.part) {
+            return Some(frame);
+        }
+        let slot = self.waiting(idx, tag.part).slot;
+        let primaries = self
+            .shared
+            .router
+            .table()
+            .as_ref()
+            .map(|t| t.primaries().to_vec())
+            .unwrap_or_default();
+        let wait = crate::config::ms(self.shared.config.backend.command_timeout_ms);
+        super::scripts::spawn_reload(self.origin(tag), primaries, body, raw, slot, wait);
+        None
+    }
+
     /// Starts (or continues) a retry of `pending[idx]`; false once its deadline has passed.
-    fn begin_retry(&mut self, idx: usize) -> bool {
+    fn begin_retry(&mut self, idx: usize, part: u32) -> bool {
         let budget = crate::config::ms(self.shared.config.cluster.retry_deadline_ms);
-        let w = self.waiting(idx);
+        let w = self.waiting(idx, part);
         let now = Instant::now();
         let deadline = *w.deadline.get_or_insert(now + budget);
         if now >= deadline {
@@ -423,11 +597,20 @@ impl Session {
         true
     }
 
-    fn waiting(&mut self, idx: usize) -> &mut Waiting {
-        match &mut self.pending[idx] {
-            Pending::Waiting(w) => w,
-            // Callers only pass indices they found Waiting in this same turn.
-            Pending::Ready(_) => unreachable!("pending entry {idx} is not waiting"),
+    fn waiting(&mut self, idx: usize, part: u32) -> &mut Waiting {
+        match self.waiting_part(idx, part) {
+            Some(w) => w,
+            // Callers only pass indices they found waiting in this same turn.
+            None => unreachable!("pending entry {idx} part {part} is not waiting"),
+        }
+    }
+
+    /// The retry state of `pending[idx]` (part `part` of a fan-out) while it awaits a reply.
+    fn waiting_part(&mut self, idx: usize, part: u32) -> Option<&mut Waiting> {
+        match self.pending.get_mut(idx)? {
+            Pending::Waiting(w) => Some(w),
+            Pending::Fanout(f) => f.waiting(part),
+            Pending::Ready(_) => None,
         }
     }
 
