@@ -155,11 +155,6 @@ fn keyed(
     if let Err(e) = spec.key_indices(req, args, keys) {
         return Decision::Error(e.to_string());
     }
-    if spec.blocks(req, args) {
-        // Blocking commands need a dedicated connection so they cannot stall the multiplexed
-        // ones; until that exists they are refused rather than risk stalling other clients.
-        return unsupported(spec);
-    }
     let mut slot = None;
     for &i in keys.iter() {
         let Some(range) = args.get(i) else { continue };
@@ -179,6 +174,12 @@ fn keyed(
             }
             Some(_) => {}
         }
+    }
+    if spec.blocks(req, args) {
+        // Blocking commands need a dedicated connection so they cannot stall the multiplexed
+        // ones; until that exists they are refused rather than risk stalling other clients.
+        // (Checked after the slots so a cross-slot BLMOVE gets CROSSSLOT, as from Redis.)
+        return unsupported(spec);
     }
     let readonly = readonly(spec);
     // EVAL's body is remembered for NOSCRIPT recovery; the flag test keeps string compares
@@ -372,6 +373,7 @@ mod tests {
             &["SUNIONSTORE", "d", "a", "b"],
             &["EVAL", "return 1", "2", "a", "b"],
             &["FCALL", "f", "2", "a", "b"],
+            &["BLMOVE", "a", "b", "LEFT", "LEFT", "0"],
         ] {
             assert_eq!(
                 decide(atomic),
