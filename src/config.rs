@@ -544,6 +544,17 @@ mod tests {
     }
 
     #[test]
+    fn example_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["local.toml", "kubernetes.toml"] {
+            let cfg = Config::load(Some(&dir.join(name)), Vec::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(cfg.commands.cluster_emulation, "{name}");
+            assert!(!cfg.commands.allow_config_set, "{name}");
+        }
+    }
+
+    #[test]
     fn keys_lists_every_setting() {
         let keys = Config::keys();
         assert!(keys.contains(&"listen".to_string()));
