@@ -10,6 +10,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use super::sha1;
+use super::Shared;
 use crate::cluster::slot::key_slot;
 use crate::protocol::encode;
 
@@ -47,6 +48,31 @@ pub struct View {
 const DISABLED: &str = "ERR This instance has cluster support disabled";
 
 impl View {
+    /// The view for a client connected to `local` (the proxy's end of its connection), which
+    /// is the advertised address unless `commands.announce_address` names one.
+    pub fn for_client(shared: &Shared, local: std::io::Result<std::net::SocketAddr>) -> Self {
+        let cfg = &shared.config.commands;
+        let announced = (!cfg.announce_address.is_empty())
+            .then(|| crate::cluster::fetch::split_host_port(&cfg.announce_address).ok())
+            .flatten()
+            .map(|(host, port)| (host.to_string(), port));
+        let (host, port) = announced.unwrap_or_else(|| match local {
+            Ok(a) => (a.ip().to_string(), a.port()),
+            Err(_) => (String::from("127.0.0.1"), 0),
+        });
+        let healthy = shared
+            .router
+            .table()
+            .as_ref()
+            .is_some_and(|t| t.topology.covers_all_slots());
+        View {
+            enabled: cfg.cluster_emulation,
+            host,
+            port,
+            healthy,
+        }
+    }
+
     /// The emulated node's ID: stable for an address, 40 hex characters like a real one.
     pub fn node_id(&self) -> String {
         sha1::hex(format!("slotway {}:{}", self.host, self.port).as_bytes())

@@ -8,16 +8,19 @@
 
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use super::classify::Fan;
 use super::info::{InfoPlan, Sections, NODE_REQUEST};
-use super::merge::{merge, Combine, Reduce};
+use super::merge::{error_reply, merge, Combine, Reduce};
 use super::router::RoutingTable;
 use super::scan::{self, ScanPlan, DONE_REPLY};
 use super::scripts::ScriptCache;
 use super::session::Waiting;
+use super::Shared;
+use crate::backend::NodePool;
 use crate::cluster::slot::key_slot;
 use crate::cluster::topology::Health;
 use crate::command::Merge;
@@ -65,6 +68,85 @@ pub struct Ctx<'a> {
     pub written: &'a [SocketAddr],
     /// The port this client connected to (INFO).
     pub tcp_port: u16,
+}
+
+/// Facts about the client a plan may need.
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    /// Primaries this client wrote to since its last WAIT.
+    pub written: &'a [SocketAddr],
+    /// The port this client connected to (INFO).
+    pub tcp_port: u16,
+}
+
+/// One part ready to go.
+pub struct Send {
+    /// The request in wire form.
+    pub raw: Bytes,
+    /// The pool of the node it goes to.
+    pub pool: Arc<NodePool>,
+    /// The part writes (tracked for WAIT).
+    pub write: bool,
+}
+
+/// A fanned-out request ready to send, or the reply it gets instead.
+pub enum Prepared {
+    /// Answer this at once (a local reply, or an error).
+    Reply(Bytes),
+    /// Queue this state and send these parts (part `i` is `sends[i]`).
+    Send(Box<Fanout>, Vec<Send>),
+}
+
+/// Plans `fan` against the current routing table and picks each part's pool.
+pub fn prepare(
+    fan: Fan,
+    shared: &Shared,
+    raw: &Bytes,
+    args: &[Range<usize>],
+    keys: &[usize],
+    at: At<'_>,
+) -> Prepared {
+    let router = &shared.router;
+    let table = router.table();
+    let Some(t) = table.as_ref() else {
+        router.request_refresh();
+        return Prepared::Reply(error_reply(
+            "CLUSTERDOWN slotway has no cluster topology yet (no seed reachable)",
+        ));
+    };
+    let ctx = Ctx {
+        table: t,
+        config: &shared.config,
+        scripts: &shared.scripts,
+        written: at.written,
+        tcp_port: at.tcp_port,
+    };
+    let (parts, reduce) = match plan(fan, &ctx, raw, args, keys) {
+        Ok(Planned::Parts(parts, reduce)) => (parts, reduce),
+        Ok(Planned::Reply(reply)) => return Prepared::Reply(reply),
+        Err(msg) => return Prepared::Reply(error_reply(&msg)),
+    };
+    if parts.is_empty() {
+        return Prepared::Reply(merge(&reduce, &[]));
+    }
+    let pools: Option<Vec<Arc<NodePool>>> = parts
+        .iter()
+        .map(|p| match p.target {
+            Target::Slot(s) => t.primary_for_slot(s).cloned(),
+            Target::Node(addr) => Some(router.pool_for_addr(addr)),
+        })
+        .collect();
+    let Some(pools) = pools else {
+        router.request_refresh();
+        return Prepared::Reply(error_reply("CLUSTERDOWN Hash slot not served"));
+    };
+    let (state, raws) = Fanout::new(parts, reduce);
+    let sends = raws
+        .into_iter()
+        .zip(pools)
+        .map(|((raw, write), pool)| Send { raw, pool, write })
+        .collect();
+    Prepared::Send(Box::new(state), sends)
 }
 
 const CONFIG_SET_DENIED: &str = "ERR slotway: CONFIG SET and CONFIG REWRITE are disabled \
@@ -305,8 +387,9 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// The pending state for `parts`, and the requests to send (same order, part = index).
-    pub fn new(parts: Vec<Part>, reduce: Reduce) -> (Self, Vec<(Bytes, Target)>) {
+    /// The pending state for `parts`, and the requests to send with whether each writes
+    /// (same order, part = index).
+    pub fn new(parts: Vec<Part>, reduce: Reduce) -> (Self, Vec<(Bytes, bool)>) {
         let mut states = Vec::with_capacity(parts.len());
         let mut sends = Vec::with_capacity(parts.len());
         for p in parts {
@@ -320,7 +403,7 @@ impl Fanout {
                 waiting.deadline = Some(tokio::time::Instant::now());
             }
             states.push((waiting, None));
-            sends.push((p.raw, p.target));
+            sends.push((p.raw, !p.readonly));
         }
         let left = states.len();
         (
@@ -350,11 +433,6 @@ impl Fanout {
         *slot = Some(frame);
         self.left -= 1;
         (self.left == 0).then(|| self.merged())
-    }
-
-    /// The merge of a request with no parts at all.
-    pub fn merge_empty(reduce: &Reduce) -> Bytes {
-        merge(reduce, &[])
     }
 
     fn merged(&mut self) -> Bytes {

@@ -232,8 +232,5 @@ fn fanout_merges_once_every_part_is_in() {
         f.complete(0, Bytes::from_static(b":2\r\n")),
         Some(Bytes::from_static(b":3\r\n"))
     );
-    assert_eq!(
-        Fanout::merge_empty(&Reduce::Combine(Combine::SumInt)),
-        Bytes::from_static(b":0\r\n")
-    );
+    assert!(sends[0].1, "a DEL part writes");
 }

@@ -9,13 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::retry::{self, Origin, Retry};
 use super::sha1;
+use super::Shared;
 use crate::backend::{BackendRequest, NodePool, ReplyTo, Tag};
 use crate::protocol::{encode, RequestKind, RequestScanner, ScanLimits};
 
@@ -124,14 +124,14 @@ impl ScriptCache {
 
 /// Loads `body` on every primary, then sends the failed `EVALSHA` (`raw`) again by its slot.
 /// The reply reaches the session under the request's own tag, like any retry.
-pub fn spawn_reload(
-    origin: Origin,
-    primaries: Vec<Arc<NodePool>>,
-    body: Bytes,
-    raw: Bytes,
-    slot: Option<u16>,
-    wait: Duration,
-) {
+pub fn spawn_reload(shared: &Shared, origin: Origin, body: Bytes, raw: Bytes, slot: Option<u16>) {
+    let primaries: Vec<Arc<NodePool>> = shared
+        .router
+        .table()
+        .as_ref()
+        .map(|t| t.primaries().to_vec())
+        .unwrap_or_default();
+    let wait = crate::config::ms(shared.config.backend.command_timeout_ms);
     tokio::spawn(async move {
         let mut load = BytesMut::with_capacity(body.len() + 32);
         encode::command(&mut load, &[b"SCRIPT", b"LOAD", &body]);

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{classify, Decision, Fan, LocalCmd};
-use super::fanout::{self, Fanout, Planned, Target};
+use super::emulation::View;
+use super::fanout::{self, Fanout, Prepared};
 use super::retry::{self, Origin, Retry};
 use super::Shared;
 use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
@@ -273,67 +274,34 @@ impl Session {
 
     /// Plans a fanned-out request, sends its parts, and queues its pending state.
     async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
-        let router = self.shared.router.clone();
         let tcp_port = self.stream.local_addr().map_or(0, |a| a.port());
         let written: Vec<std::net::SocketAddr> = match fan {
             Fan::Wait => self.written.drain(..).map(|p| p.addr()).collect(),
             _ => Vec::new(),
         };
-        // The routing table guard must not live across an await.
-        let planned = {
-            let table = router.table();
-            let Some(t) = table.as_ref() else {
-                router.request_refresh();
-                return self.push_error(
-                    "CLUSTERDOWN slotway has no cluster topology yet (no seed reachable)",
-                );
-            };
-            let ctx = fanout::Ctx {
-                table: t,
-                config: &self.shared.config,
-                scripts: &self.shared.scripts,
-                written: &written,
-                tcp_port,
-            };
-            match fanout::plan(fan, &ctx, &raw, args, &self.keys) {
-                Ok(Planned::Parts(parts, reduce)) => {
-                    let pools: Option<Vec<Arc<NodePool>>> = parts
-                        .iter()
-                        .map(|p| match p.target {
-                            Target::Slot(s) => t.primary_for_slot(s).cloned(),
-                            Target::Node(addr) => Some(router.pool_for_addr(addr)),
-                        })
-                        .collect();
-                    Ok((parts, reduce, pools))
-                }
-                Ok(Planned::Reply(reply)) => return self.push_reply(reply),
-                Err(msg) => Err(msg),
+        let at = fanout::At {
+            written: &written,
+            tcp_port,
+        };
+        let (state, sends) = match fanout::prepare(fan, &self.shared, &raw, args, &self.keys, at) {
+            Prepared::Reply(reply) => return self.push_reply(reply),
+            Prepared::Send(state, sends) => (state, sends),
+        };
+        let seq = self.push_pending(Pending::Fanout(state)).seq;
+        for (part, send) in sends.into_iter().enumerate() {
+            if send.write {
+                self.note_write(&send.pool);
             }
-        };
-        let (parts, reduce, pools) = match planned {
-            Ok(p) => p,
-            Err(msg) => return self.push_error(&msg),
-        };
-        let Some(pools) = pools else {
-            router.request_refresh();
-            return self.push_error("CLUSTERDOWN Hash slot not served");
-        };
-        if parts.is_empty() {
-            return self.push_reply(Fanout::merge_empty(&reduce));
-        }
-        let (state, sends) = Fanout::new(parts, reduce);
-        let seq = self.push_pending(Pending::Fanout(Box::new(state))).seq;
-        for (part, ((raw, _), pool)) in sends.into_iter().zip(pools).enumerate() {
             let tag = Tag {
                 seq,
                 part: part as u32,
             };
             let req = BackendRequest {
-                raw,
+                raw: send.raw,
                 asking: false,
                 reply: self.reply_to(tag),
             };
-            pool.send(req, self.id).await;
+            send.pool.send(req, self.id).await;
         }
     }
 
@@ -341,31 +309,6 @@ impl Session {
     fn note_write(&mut self, pool: &Arc<NodePool>) {
         if !self.written.iter().any(|p| Arc::ptr_eq(p, pool)) {
             self.written.push(pool.clone());
-        }
-    }
-
-    /// How the emulated cluster looks to this client.
-    fn cluster_view(&self) -> super::emulation::View {
-        let cfg = &self.shared.config.commands;
-        let announced = (!cfg.announce_address.is_empty())
-            .then(|| crate::cluster::fetch::split_host_port(&cfg.announce_address).ok())
-            .flatten()
-            .map(|(host, port)| (host.to_string(), port));
-        let (host, port) = announced.unwrap_or_else(|| match self.stream.local_addr() {
-            Ok(a) => (a.ip().to_string(), a.port()),
-            Err(_) => (String::from("127.0.0.1"), 0),
-        });
-        let healthy = self
-            .shared
-            .router
-            .table()
-            .as_ref()
-            .is_some_and(|t| t.topology.covers_all_slots());
-        super::emulation::View {
-            enabled: cfg.cluster_emulation,
-            host,
-            port,
-            healthy,
         }
     }
 
@@ -422,7 +365,8 @@ impl Session {
                 Some(_) => encode::error(&mut out, "ERR SELECT is not allowed in cluster mode"),
             },
             LocalCmd::Cluster(cmd) => {
-                out.extend_from_slice(&self.cluster_view().reply(cmd, raw, args))
+                let view = View::for_client(&self.shared, self.stream.local_addr());
+                out.extend_from_slice(&view.reply(cmd, raw, args));
             }
         }
         self.push_reply(out.freeze());
@@ -572,15 +516,7 @@ impl Session {
             return Some(frame);
         }
         let slot = self.waiting(idx, tag.part).slot;
-        let primaries = self
-            .shared
-            .router
-            .table()
-            .as_ref()
-            .map(|t| t.primaries().to_vec())
-            .unwrap_or_default();
-        let wait = crate::config::ms(self.shared.config.backend.command_timeout_ms);
-        super::scripts::spawn_reload(self.origin(tag), primaries, body, raw, slot, wait);
+        super::scripts::spawn_reload(&self.shared, self.origin(tag), body, raw, slot);
         None
     }
 
