@@ -297,6 +297,16 @@ impl Session {
         }
         let decision = classify(&commands, &raw, args, &mut self.keys);
         drop(commands);
+        let decision = match decision {
+            Decision::Eval { slot, readonly } => {
+                // Remembered for NOSCRIPT recovery after a failover or resharding.
+                if let Some(body) = args.get(1) {
+                    self.shared.scripts.remember(&raw[body.clone()]);
+                }
+                Decision::Forward { slot, readonly }
+            }
+            d => d,
+        };
         match decision {
             Decision::Forward { slot, readonly } => {
                 let waiting = Waiting {
