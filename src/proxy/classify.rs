@@ -20,6 +20,30 @@ pub enum LocalCmd {
     /// Commands that only set connection modes a proxy already provides (`READONLY`,
     /// `READWRITE`, `ASKING` from a cluster-mode client): `+OK`.
     Ok,
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: protocol switch (see `client.rs`).
+    Hello,
+    /// `CLIENT <subcommand>` about the client's own connection to the proxy.
+    Client,
+    /// `RESET`: back to a fresh connection's state.
+    Reset,
+}
+
+/// A transaction command, handled by the session's transaction state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCmd {
+    /// `MULTI`.
+    Multi,
+    /// `EXEC`.
+    Exec,
+    /// `DISCARD`.
+    Discard,
+    /// `WATCH key …`, every key in `slot`.
+    Watch {
+        /// The slot of the watched keys.
+        slot: u16,
+    },
+    /// `UNWATCH`.
+    Unwatch,
 }
 
 /// The outcome of classifying a request.
@@ -36,6 +60,16 @@ pub enum Decision {
     Local(LocalCmd),
     /// Reply with this error line (without the leading `-` and CRLF).
     Error(String),
+    /// A transaction command.
+    Transaction(TxCmd),
+    /// `(S|P)SUBSCRIBE` / `(S|P)UNSUBSCRIBE`: the session's Pub/Sub state.
+    Subscription,
+    /// A command that may block (BLPOP, XREAD … BLOCK …): a dedicated connection to the
+    /// primary of `slot` (any primary when None).
+    Blocking {
+        /// The slot of every key.
+        slot: Option<u16>,
+    },
 }
 
 /// Classifies the request whose raw bytes are `req` and arguments `args` (never empty).
@@ -61,6 +95,8 @@ pub fn classify(
             readonly: readonly(spec),
         },
         Policy::Local => local(spec, args),
+        Policy::Transaction => transaction(spec, req, args, keys),
+        Policy::PubSub => Decision::Subscription,
         _ => unsupported(spec),
     }
 }
@@ -74,11 +110,22 @@ fn keyed(spec: &CommandSpec, req: &[u8], args: &[Range<usize>], keys: &mut Vec<u
     if let Err(e) = spec.key_indices(req, args, keys) {
         return Decision::Error(e.to_string());
     }
+    let slot = match one_slot(req, args, keys) {
+        Ok(slot) => slot,
+        Err(e) => return e,
+    };
     if spec.blocks(req, args) {
-        // Blocking commands need a dedicated connection so they cannot stall the multiplexed
-        // ones; until that exists they are refused rather than risk stalling other clients.
-        return unsupported(spec);
+        // A dedicated connection, so a blocked command never stalls the multiplexed ones.
+        return Decision::Blocking { slot };
     }
+    Decision::Forward {
+        slot,
+        readonly: readonly(spec),
+    }
+}
+
+/// The one slot every key in `keys` hashes to, or Redis's CROSSSLOT error.
+fn one_slot(req: &[u8], args: &[Range<usize>], keys: &[usize]) -> Result<Option<u16>, Decision> {
     let mut slot = None;
     for &i in keys.iter() {
         let Some(range) = args.get(i) else { continue };
@@ -86,17 +133,41 @@ fn keyed(spec: &CommandSpec, req: &[u8], args: &[Range<usize>], keys: &mut Vec<u
         match slot {
             None => slot = Some(s),
             Some(prev) if prev != s => {
-                return Decision::Error(
+                return Err(Decision::Error(
                     "CROSSSLOT Keys in request don't hash to the same slot".into(),
-                )
+                ))
             }
             Some(_) => {}
         }
     }
-    Decision::Forward {
-        slot,
-        readonly: readonly(spec),
-    }
+    Ok(slot)
+}
+
+fn transaction(
+    spec: &CommandSpec,
+    req: &[u8],
+    args: &[Range<usize>],
+    keys: &mut Vec<usize>,
+) -> Decision {
+    let cmd = match spec.name.as_str() {
+        "multi" => TxCmd::Multi,
+        "exec" => TxCmd::Exec,
+        "discard" => TxCmd::Discard,
+        "unwatch" => TxCmd::Unwatch,
+        "watch" => {
+            keys.clear();
+            if let Err(e) = spec.key_indices(req, args, keys) {
+                return Decision::Error(e.to_string());
+            }
+            match one_slot(req, args, keys) {
+                Ok(Some(slot)) => TxCmd::Watch { slot },
+                Ok(None) => return unsupported(spec),
+                Err(e) => return e,
+            }
+        }
+        _ => return unsupported(spec),
+    };
+    Decision::Transaction(cmd)
 }
 
 fn local(spec: &CommandSpec, args: &[Range<usize>]) -> Decision {
@@ -106,6 +177,11 @@ fn local(spec: &CommandSpec, args: &[Range<usize>]) -> Decision {
         "quit" => Decision::Local(LocalCmd::Quit),
         "select" => Decision::Local(LocalCmd::Select),
         "readonly" | "readwrite" | "asking" => Decision::Local(LocalCmd::Ok),
+        "hello" => Decision::Local(LocalCmd::Hello),
+        "reset" => Decision::Local(LocalCmd::Reset),
+        name if name == "client" || name.starts_with("client|") => {
+            Decision::Local(LocalCmd::Client)
+        }
         _ => unsupported(spec),
     }
 }
@@ -216,5 +292,54 @@ mod tests {
         assert_eq!(decide(&["ECHO", "x"]), Decision::Local(LocalCmd::Echo));
         assert_eq!(decide(&["QUIT"]), Decision::Local(LocalCmd::Quit));
         assert_eq!(decide(&["SELECT", "0"]), Decision::Local(LocalCmd::Select));
+        assert_eq!(decide(&["HELLO", "3"]), Decision::Local(LocalCmd::Hello));
+        assert_eq!(decide(&["RESET"]), Decision::Local(LocalCmd::Reset));
+        assert_eq!(
+            decide(&["CLIENT", "SETNAME", "x"]),
+            Decision::Local(LocalCmd::Client)
+        );
+        assert_eq!(
+            decide(&["CLIENT", "NOSUCH"]),
+            Decision::Local(LocalCmd::Client)
+        );
+    }
+
+    #[test]
+    fn pinned_commands() {
+        assert_eq!(
+            decide(&["BLPOP", "{a}x", "{a}y", "0"]),
+            Decision::Blocking {
+                slot: Some(key_slot(b"a"))
+            }
+        );
+        assert_eq!(
+            decide(&["XREAD", "BLOCK", "10", "STREAMS", "s", "0"]),
+            Decision::Blocking {
+                slot: Some(key_slot(b"s"))
+            }
+        );
+        assert!(matches!(
+            decide(&["XREAD", "STREAMS", "s", "0"]),
+            Decision::Forward { .. }
+        ));
+        assert_eq!(
+            decide(&["BLPOP", "a", "b", "0"]),
+            Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+        );
+        assert_eq!(decide(&["MULTI"]), Decision::Transaction(TxCmd::Multi));
+        assert_eq!(decide(&["exec"]), Decision::Transaction(TxCmd::Exec));
+        assert_eq!(
+            decide(&["WATCH", "{u}a", "{u}b"]),
+            Decision::Transaction(TxCmd::Watch {
+                slot: key_slot(b"u")
+            })
+        );
+        assert_eq!(
+            decide(&["WATCH", "a", "b"]),
+            Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+        );
+        assert_eq!(decide(&["SUBSCRIBE", "c"]), Decision::Subscription);
+        assert_eq!(decide(&["SSUBSCRIBE", "c"]), Decision::Subscription);
+        assert_eq!(decide(&["UNSUBSCRIBE"]), Decision::Subscription);
     }
 }

@@ -2,11 +2,14 @@
 //! start-up that wires them to the topology refresher and the backend pools.
 
 mod classify;
+pub mod pinned;
+pub mod reshape;
 mod retry;
 pub mod router;
 mod session;
+pub mod subscriber;
 
-pub use classify::{classify, Decision, LocalCmd};
+pub use classify::{classify, Decision, LocalCmd, TxCmd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backends, ConnSettings, DurableWait};
+use crate::backend::{Backends, ConnSettings, DedicatedPool, DurableWait};
 use crate::cluster::fetch::FetchOptions;
 use crate::cluster::refresh::{spawn_refresher, RefreshConfig, TopologyHandle};
 use crate::command::CommandTable;
@@ -50,6 +53,8 @@ pub struct Shared {
     pub router: Arc<Router>,
     /// Request scanner limits derived from the config.
     pub scan_limits: ScanLimits,
+    /// Dedicated connections for transactions, blocking commands and subscriptions.
+    pub dedicated: Arc<DedicatedPool>,
 }
 
 /// A running proxy.
@@ -98,7 +103,12 @@ impl Proxy {
             topology.clone(),
             shutdown.clone(),
         );
+        let dedicated = Arc::new(DedicatedPool::new(
+            dedicated_template(&config),
+            config.backend.max_dedicated_per_node,
+        ));
         let shared = Arc::new(Shared {
+            dedicated,
             scan_limits: ScanLimits {
                 max_bulk_len: config.client.max_bulk_bytes,
                 max_multibulk_len: config.client.max_multibulk_len,
@@ -167,6 +177,14 @@ fn conn_template(config: &Config) -> ConnSettings {
             )
         }),
     }
+}
+
+/// Dedicated connections carry exactly what the client sent: no durable-write WAIT, no
+/// READONLY.
+fn dedicated_template(config: &Config) -> ConnSettings {
+    let mut t = conn_template(config);
+    t.wait = None;
+    t
 }
 
 fn auth(config: &Config) -> Option<(String, String)> {

@@ -5,6 +5,15 @@
 //! different speeds); `pending` holds one entry per request in request order and the front is
 //! written out as soon as it is ready. Redirects and retries are handled here, per request, so
 //! one client's MOVED never stalls another client.
+//!
+//! Connection-level modes live in submodules: `client` (HELLO, CLIENT, RESET, RESP3 output),
+//! `modes` (pinned requests, blocking commands, request barriers), `transaction` (MULTI/EXEC)
+//! and `subscribe` (Pub/Sub).
+
+mod client;
+mod modes;
+mod subscribe;
+mod transaction;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +38,8 @@ use crate::protocol::{
 enum Pending {
     Waiting(Waiting),
     Ready(Bytes),
+    /// Answered by the session's pinned connection, without redirects or retries.
+    Pinned,
 }
 
 /// What a session remembers about a forwarded request, for redirects and retries.
@@ -58,6 +69,8 @@ pub enum SessionError {
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
     let limits = shared.scan_limits;
+    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let client = client::ClientState::new(id, &stream);
     let mut session = Session {
         stream,
         shared,
@@ -70,7 +83,9 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         tx: None,
         rx: None,
         closing: false,
-        id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+        id,
+        client,
+        modes: modes::Modes::default(),
     };
     if let Err(e) = session.serve(shutdown).await {
         tracing::debug!(error = %e, "client session ended");
@@ -98,6 +113,10 @@ struct Session {
     closing: bool,
     /// Picks this client's connection in each node pool.
     id: usize,
+    /// What the client set on its connection: protocol, name.
+    client: client::ClientState,
+    /// Transaction, pinned connection, subscriptions, held request.
+    modes: modes::Modes,
 }
 
 /// Session ids, spreading clients over each node's connections.
@@ -109,6 +128,7 @@ impl Session {
         let mut completions = Vec::new();
         let max_inflight = self.shared.config.client.max_inflight;
         loop {
+            self.resume_held().await;
             if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
                 // Requests left buffered when the in-flight cap was hit: the socket will not
                 // signal them again.
@@ -118,7 +138,9 @@ impl Session {
             if self.closing && self.pending.is_empty() {
                 return Ok(());
             }
-            let can_read = !self.closing && self.pending.len() < max_inflight;
+            let can_read = !self.closing
+                && self.pending.len() < max_inflight
+                && self.modes.may_read(self.rbuf.len());
             tokio::select! {
                 biased;
                 _ = recv_completions(&mut self.rx, &mut completions) => {
@@ -162,7 +184,7 @@ impl Session {
     /// cap is reached (the rest stays buffered and is read again once replies drain).
     async fn dispatch_all(&mut self) {
         let max_inflight = self.shared.config.client.max_inflight;
-        while !self.closing && self.pending.len() < max_inflight {
+        while !self.closing && self.pending.len() < max_inflight && !self.stalled() {
             let scanned = match self.scanner.scan(&self.rbuf) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
@@ -221,6 +243,12 @@ impl Session {
             return;
         }
         let decision = classify(&self.shared.router.commands(), &raw, args, &mut self.keys);
+        if self.is_special(&decision) {
+            let args = args.to_vec();
+            return self.dispatch_special(decision, raw, &args).await;
+        }
+        let shape = self.client.resp3().then(|| self.reshape(&raw, args));
+        let first_seq = self.base_seq + self.pending.len() as u64;
         match decision {
             Decision::Forward { slot, readonly } => {
                 let waiting = Waiting {
@@ -238,6 +266,13 @@ impl Session {
                 self.local(cmd, &raw, &args);
             }
             Decision::Error(msg) => self.push_error(&msg),
+            other => {
+                let args = args.to_vec();
+                self.dispatch_special(other, raw, &args).await;
+            }
+        }
+        if let Some(shape) = shape {
+            self.note_shape(first_seq, shape);
         }
     }
 
@@ -291,6 +326,9 @@ impl Session {
                 encode::simple(&mut out, "OK");
                 self.closing = true;
             }
+            LocalCmd::Hello => return self.hello(raw, args),
+            LocalCmd::Client => return self.client_command(raw, args),
+            LocalCmd::Reset => return self.reset(),
             LocalCmd::Select => match std::str::from_utf8(&raw[args[1].clone()])
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
@@ -325,6 +363,9 @@ impl Session {
     }
 
     fn on_completion(&mut self, c: Completion) {
+        let Some(c) = self.special_completion(c) else {
+            return;
+        };
         let Some(idx) = c
             .tag
             .seq
@@ -446,7 +487,7 @@ impl Session {
         match &mut self.pending[idx] {
             Pending::Waiting(w) => w,
             // Callers only pass indices they found Waiting in this same turn.
-            Pending::Ready(_) => unreachable!("pending entry {idx} is not waiting"),
+            _ => unreachable!("pending entry {idx} is not waiting"),
         }
     }
 
@@ -466,6 +507,7 @@ impl Session {
     fn collect_ready(&mut self) {
         while let Some(Pending::Ready(_)) = self.pending.front() {
             if let Some(Pending::Ready(frame)) = self.pending.pop_front() {
+                let frame = self.modes.reshape_reply(self.base_seq, frame);
                 self.wbuf.extend_from_slice(&frame);
                 self.base_seq += 1;
             }
@@ -480,11 +522,12 @@ impl Session {
             match self.stream.try_write(data) {
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.stream.writable().await?;
+                    self.writable().await?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+        self.modes.flushed();
         self.wbuf.clear();
         if self.wbuf.capacity() > 1 << 20 {
             self.wbuf = BytesMut::new();
