@@ -86,13 +86,30 @@ impl DedicatedPool {
     }
 
     /// A connection to `addr` speaking protocol `proto` (2 or 3): an idle one that is still
-    /// open, else a new one. Fails at once when the node's cap is reached.
+    /// open, else a new one. When the node's cap is reached it waits up to the connect
+    /// timeout for one to be handed back (a session releasing its connection a moment after
+    /// answering), then fails.
     pub async fn checkout(
         &self,
         addr: SocketAddr,
         proto: u8,
     ) -> Result<DedicatedConn, DedicatedError> {
         let node = self.node(addr);
+        let exhausted = || DedicatedError::Exhausted {
+            addr,
+            max: self.max_per_node,
+        };
+        let permit = match node.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout(
+                self.template.connect_timeout,
+                node.permits.clone().acquire_owned(),
+            )
+            .await
+            .map_err(|_| exhausted())?
+            .map_err(|_| exhausted())?,
+        };
+        let mut permit = Some(permit);
         loop {
             let popped = node
                 .idle
@@ -100,25 +117,16 @@ impl DedicatedPool {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop();
             let Some(mut conn) = popped else { break };
-            conn.node = Some(node.clone());
             if !conn.is_open() {
                 continue;
             }
-            if conn.proto == proto {
+            conn.node = Some(node.clone());
+            conn.permit = permit.take();
+            if conn.proto == proto || conn.switch_proto(proto).await.is_ok() {
                 return Ok(conn);
             }
-            if conn.switch_proto(proto).await.is_ok() {
-                return Ok(conn);
-            }
+            permit = conn.permit.take();
         }
-        let permit =
-            node.permits
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| DedicatedError::Exhausted {
-                    addr,
-                    max: self.max_per_node,
-                })?;
         let mut settings = self.template.clone();
         settings.addr = addr;
         let stream = connect(&settings, proto)
@@ -133,11 +141,11 @@ impl DedicatedPool {
             reply_timeout: settings.command_timeout,
             max_reply_bytes: settings.max_reply_bytes,
             node: Some(node),
-            _permit: permit,
+            permit,
         })
     }
 
-    /// Dedicated connections to `addr` currently open (checked out or idle).
+    /// Dedicated connections to `addr` currently checked out.
     pub fn open_count(&self, addr: SocketAddr) -> usize {
         self.nodes
             .get(&addr)
@@ -161,7 +169,8 @@ pub struct DedicatedConn {
     reply_timeout: Duration,
     max_reply_bytes: usize,
     node: Option<Arc<Node>>,
-    _permit: OwnedSemaphorePermit,
+    /// Held while checked out; an idle connection holds none, so it never blocks a checkout.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl DedicatedConn {
@@ -242,7 +251,8 @@ impl DedicatedConn {
             return;
         }
         let Some(node) = self.node.take() else { return };
-        // An idle connection holds no reference to its node, so nothing forms a cycle.
+        // An idle connection holds neither its node (no reference cycle) nor a permit.
+        self.permit = None;
         let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_PER_NODE {
             idle.push(self);
@@ -329,7 +339,7 @@ mod tests {
     fn settings() -> ConnSettings {
         ConnSettings {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            connect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(200),
             command_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
@@ -379,9 +389,11 @@ mod tests {
         assert_eq!(&frame[..], b"+PONG\r\n");
         assert_eq!(kind, ReplyKind::Other);
         a.release();
-        // The idle connection still counts against the cap but is handed out again.
+        assert_eq!(pool.open_count(addr), 1);
+        let mut c = pool.checkout(addr, 2).await.unwrap();
         assert_eq!(pool.open_count(addr), 2);
-        let _c = pool.checkout(addr, 2).await.unwrap();
+        c.write(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        assert_eq!(&c.read_frame().await.unwrap().0[..], b"+PONG\r\n");
         drop(b);
         assert_eq!(pool.open_count(addr), 1);
     }
