@@ -84,12 +84,17 @@ fn transactions() {
     assert_eq!(raw.call(&["EXEC"]), "-ERR EXEC without MULTI\r\n");
     assert_eq!(raw.call(&["DISCARD"]), "-ERR DISCARD without MULTI\r\n");
     assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
-    assert_eq!(raw.call(&["MULTI"]), "-ERR MULTI calls can not be nested\r\n");
+    assert_eq!(
+        raw.call(&["MULTI"]),
+        "-ERR MULTI calls can not be nested\r\n"
+    );
     assert_eq!(
         raw.call(&["WATCH", "{t}a"]),
         "-ERR WATCH inside MULTI is not allowed\r\n"
     );
-    assert!(raw.call(&["GET"]).starts_with("-ERR wrong number of arguments"));
+    assert!(raw
+        .call(&["GET"])
+        .starts_with("-ERR wrong number of arguments"));
     assert_eq!(
         raw.call(&["EXEC"]),
         "-EXECABORT Transaction discarded because of previous errors.\r\n"
@@ -155,10 +160,7 @@ fn transactions() {
         assert_eq!(n, i + 1);
     }
     let mut node = common::cluster::direct(&owner);
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut node)
-        .unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut node).unwrap();
     assert!(
         list.lines().count() < 12,
         "connections on the node after 50 transactions:\n{list}"

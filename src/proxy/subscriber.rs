@@ -16,7 +16,7 @@
 //! and `smessage` frames to the session. Messages published while a connection is being
 //! re-established are lost, as Pub/Sub is at-most-once in Redis too.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,8 +58,11 @@ pub enum Kind {
     Shard,
 }
 
+/// The client's confirmation of a subscribe, sent once the node has confirmed it.
+pub type Confirm = (ReplyTo, Bytes);
+
 enum Op {
-    Add(Kind, Vec<Bytes>),
+    Add(Kind, Vec<Bytes>, Option<Confirm>),
     Remove(Kind, Vec<Bytes>),
 }
 
@@ -150,9 +153,15 @@ impl Subscriber {
         Self { ops, backlog }
     }
 
-    /// Subscribes to more channels/patterns/shard channels.
-    pub fn add(&self, kind: Kind, names: Vec<Bytes>) {
-        let _ = self.ops.send(Op::Add(kind, names));
+    /// Subscribes to more channels/patterns/shard channels; `confirm` is delivered once the
+    /// node has confirmed them (or at once if the node cannot be reached: the subscription is
+    /// then restored as soon as it can be).
+    pub fn add(&self, kind: Kind, names: Vec<Bytes>, confirm: Option<Confirm>) {
+        if let Err(mpsc::error::SendError(Op::Add(_, _, Some(c)))) =
+            self.ops.send(Op::Add(kind, names, confirm))
+        {
+            deliver_confirm(c);
+        }
     }
 
     /// Unsubscribes.
@@ -171,6 +180,94 @@ struct Link {
     id: u64,
     addr: SocketAddr,
     cmds: mpsc::UnboundedSender<Bytes>,
+    /// Confirmations still owed by the node, per command sent, in order.
+    owed: VecDeque<Owed>,
+}
+
+/// The confirmations one command sent on a link will produce.
+struct Owed {
+    /// The confirmation verb (`subscribe`, `sunsubscribe` …).
+    verb: &'static [u8],
+    /// Frames still to come.
+    frames: usize,
+    /// The client's confirmation, released when the last frame arrives.
+    confirm: Option<Confirm>,
+}
+
+impl Link {
+    /// Sends `VERB names…` and records the confirmations it will produce.
+    fn send(&mut self, verb: &'static [u8], names: &[Bytes], confirm: Option<Confirm>) {
+        if names.is_empty() {
+            if let Some(c) = confirm {
+                deliver_confirm(c);
+            }
+            return;
+        }
+        let _ = self.cmds.send(command(verb, names));
+        self.owed.push_back(Owed {
+            verb: confirmation_verb(verb),
+            frames: names.len(),
+            confirm,
+        });
+    }
+
+    /// Counts a confirmation frame of `verb` (None: an error reply); false when it answers
+    /// no command this link sent (Redis dropped a shard subscription by itself).
+    fn confirmed(&mut self, verb: Option<&[u8]>) -> bool {
+        let Some(head) = self.owed.front_mut() else {
+            return false;
+        };
+        if verb.is_some_and(|v| v != head.verb) {
+            return false;
+        }
+        head.frames -= 1;
+        if head.frames == 0 {
+            if let Some(c) = self.owed.pop_front().and_then(|o| o.confirm) {
+                deliver_confirm(c);
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // The subscription will be restored; the client is not kept waiting meanwhile.
+        for owed in self.owed.drain(..) {
+            if let Some(c) = owed.confirm {
+                deliver_confirm(c);
+            }
+        }
+    }
+}
+
+fn deliver_confirm((reply, frame): Confirm) {
+    let _ = reply.tx.send(Completion {
+        tag: reply.tag,
+        raw: Bytes::new(),
+        outcome: Outcome::Reply(frame, ReplyKind::Push),
+    });
+}
+
+/// The verb of the confirmations a command produces (lower case).
+fn confirmation_verb(verb: &[u8]) -> &'static [u8] {
+    match verb {
+        b"SUBSCRIBE" => b"subscribe",
+        b"PSUBSCRIBE" => b"psubscribe",
+        b"SSUBSCRIBE" => b"ssubscribe",
+        b"UNSUBSCRIBE" => b"unsubscribe",
+        b"PUNSUBSCRIBE" => b"punsubscribe",
+        _ => b"sunsubscribe",
+    }
+}
+
+/// The verb of a confirmation frame (`*3\r\n$9\r\nsubscribe\r\n…`).
+fn frame_verb(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.strip_prefix(b"*3\r\n$")?;
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
+    let verb = rest.get(cr + 2..cr + 2 + len)?;
+    verb.ends_with(b"subscribe").then_some(verb)
 }
 
 enum Event {
@@ -231,37 +328,37 @@ impl Task {
 
     async fn apply(&mut self, op: Op) {
         match op {
-            Op::Add(Kind::Channel, names) => {
+            Op::Add(Kind::Channel, names, confirm) => {
                 self.channels.extend(names.iter().cloned());
-                self.send_global(b"SUBSCRIBE", &names).await;
+                self.send_global(b"SUBSCRIBE", &names, confirm).await;
             }
-            Op::Add(Kind::Pattern, names) => {
+            Op::Add(Kind::Pattern, names, confirm) => {
                 self.patterns.extend(names.iter().cloned());
-                self.send_global(b"PSUBSCRIBE", &names).await;
+                self.send_global(b"PSUBSCRIBE", &names, confirm).await;
             }
-            Op::Add(Kind::Shard, names) => {
+            Op::Add(Kind::Shard, names, confirm) => {
                 for n in names {
                     self.shard.entry(n).or_insert(None);
                 }
-                self.place_shards().await;
+                self.place_shards(confirm).await;
             }
             Op::Remove(Kind::Channel, names) => {
                 for n in &names {
                     self.channels.remove(n);
                 }
-                self.send_global(b"UNSUBSCRIBE", &names).await;
+                self.send_global(b"UNSUBSCRIBE", &names, None).await;
             }
             Op::Remove(Kind::Pattern, names) => {
                 for n in &names {
                     self.patterns.remove(n);
                 }
-                self.send_global(b"PUNSUBSCRIBE", &names).await;
+                self.send_global(b"PUNSUBSCRIBE", &names, None).await;
             }
             Op::Remove(Kind::Shard, names) => {
                 for n in names {
                     if let Some(Some(addr)) = self.shard.remove(&n) {
-                        if let Some(link) = self.links.get(&addr) {
-                            let _ = link.cmds.send(command(b"SUNSUBSCRIBE", &[n]));
+                        if let Some(link) = self.links.get_mut(&addr) {
+                            link.send(b"SUNSUBSCRIBE", &[n], None);
                         }
                     }
                 }
@@ -271,20 +368,23 @@ impl Task {
 
     /// Sends a channel/pattern command on the global connection, opening it (and replaying
     /// every subscription) when there is none.
-    async fn send_global(&mut self, verb: &[u8], names: &[Bytes]) {
-        if names.is_empty() {
-            return;
-        }
-        match &self.global {
-            Some(link) => {
-                let _ = link.cmds.send(command(verb, names));
-            }
-            None => self.open_global().await,
+    async fn send_global(
+        &mut self,
+        verb: &'static [u8],
+        names: &[Bytes],
+        confirm: Option<Confirm>,
+    ) {
+        match &mut self.global {
+            Some(link) => link.send(verb, names, confirm),
+            None => self.open_global(confirm).await,
         }
     }
 
-    async fn open_global(&mut self) {
+    async fn open_global(&mut self, confirm: Option<Confirm>) {
         if self.channels.is_empty() && self.patterns.is_empty() {
+            if let Some(c) = confirm {
+                deliver_confirm(c);
+            }
             return;
         }
         let addr = {
@@ -293,19 +393,23 @@ impl Task {
                 .as_ref()
                 .and_then(|t| t.any_primary(self.router.next_rotation()).map(|p| p.addr()))
         };
-        let Some(addr) = addr else {
-            return self.schedule_repair();
+        let link = match addr {
+            Some(addr) => self.open_link(addr).await,
+            None => None,
         };
-        let Some(link) = self.open_link(addr).await else {
+        let Some(mut link) = link else {
+            if let Some(c) = confirm {
+                deliver_confirm(c);
+            }
             return self.schedule_repair();
         };
         let chans: Vec<Bytes> = self.channels.iter().cloned().collect();
         let pats: Vec<Bytes> = self.patterns.iter().cloned().collect();
-        if !chans.is_empty() {
-            let _ = link.cmds.send(command(b"SUBSCRIBE", &chans));
-        }
-        if !pats.is_empty() {
-            let _ = link.cmds.send(command(b"PSUBSCRIBE", &pats));
+        if pats.is_empty() {
+            link.send(b"SUBSCRIBE", &chans, confirm);
+        } else {
+            link.send(b"SUBSCRIBE", &chans, None);
+            link.send(b"PSUBSCRIBE", &pats, confirm);
         }
         self.global = Some(link);
     }
@@ -323,11 +427,17 @@ impl Task {
         self.next_id += 1;
         let (cmds, rx) = mpsc::unbounded_channel();
         tokio::spawn(link(conn, id, rx, self.events_tx.clone()));
-        Some(Link { id, addr, cmds })
+        Some(Link {
+            id,
+            addr,
+            cmds,
+            owed: VecDeque::new(),
+        })
     }
 
-    /// Subscribes every unplaced (or misplaced) shard channel on its slot's current owner.
-    async fn place_shards(&mut self) {
+    /// Subscribes every unplaced (or misplaced) shard channel on its slot's current owner;
+    /// `confirm` goes with the last SSUBSCRIBE sent (a client's SSUBSCRIBE names one slot).
+    async fn place_shards(&mut self, mut confirm: Option<Confirm>) {
         let owners: Vec<(Bytes, Option<SocketAddr>, Option<SocketAddr>)> = {
             let table = self.router.table();
             self.shard
@@ -349,8 +459,8 @@ impl Task {
             if at == Some(owner) && self.links.contains_key(&owner) {
                 continue;
             }
-            if let Some(old) = at.and_then(|a| self.links.get(&a)) {
-                let _ = old.cmds.send(command(b"SUNSUBSCRIBE", std::slice::from_ref(&ch)));
+            if let Some(old) = at.and_then(|a| self.links.get_mut(&a)) {
+                old.send(b"SUNSUBSCRIBE", std::slice::from_ref(&ch), None);
             }
             if !self.links.contains_key(&owner) {
                 match self.open_link(owner).await {
@@ -364,10 +474,19 @@ impl Task {
                     }
                 }
             }
-            if let Some(l) = self.links.get(&owner) {
-                let _ = l.cmds.send(command(b"SSUBSCRIBE", std::slice::from_ref(&ch)));
+            if let Some(l) = self.links.get_mut(&owner) {
+                let last = !self
+                    .shard
+                    .range(ch.clone()..)
+                    .skip(1)
+                    .any(|(_, at)| at.is_none());
+                let c = if last { confirm.take() } else { None };
+                l.send(b"SSUBSCRIBE", std::slice::from_ref(&ch), c);
             }
             self.shard.insert(ch, Some(owner));
+        }
+        if let Some(c) = confirm {
+            deliver_confirm(c);
         }
         // Shard connections left without channels are closed.
         let used: BTreeSet<SocketAddr> = self.shard.values().flatten().copied().collect();
@@ -384,7 +503,15 @@ impl Task {
                 if is_message(&frame) {
                     return self.deliver(frame);
                 }
-                if frame.first() == Some(&b'-') {
+                let error = frame.first() == Some(&b'-');
+                let verb = if error { None } else { frame_verb(&frame) };
+                if error || verb.is_some() {
+                    let counted = self.link_mut(id).is_some_and(|l| l.confirmed(verb));
+                    if counted && !error {
+                        return true;
+                    }
+                }
+                if error {
                     // A shard subscription refused (MOVED while the map was stale): place that
                     // link's channels again once the topology is fresh.
                     self.unplace(id);
@@ -426,6 +553,13 @@ impl Task {
                 true
             }
         }
+    }
+
+    fn link_mut(&mut self, id: u64) -> Option<&mut Link> {
+        if let Some(g) = self.global.as_mut().filter(|l| l.id == id) {
+            return Some(g);
+        }
+        self.links.values_mut().find(|l| l.id == id)
     }
 
     /// Marks every shard channel on link `id` as needing placement.
@@ -472,9 +606,9 @@ impl Task {
     async fn repair(&mut self) {
         self.repair_at = None;
         if self.global.is_none() {
-            self.open_global().await;
+            self.open_global(None).await;
         }
-        self.place_shards().await;
+        self.place_shards(None).await;
         if self.repair_at.is_none() {
             self.repair_wait = REPAIR_MIN;
         }
@@ -568,6 +702,23 @@ mod tests {
             &b"abc"[..]
         );
         assert!(unsolicited_sunsubscribe(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n").is_none());
+    }
+
+    #[test]
+    fn confirmation_verbs() {
+        assert_eq!(
+            frame_verb(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"),
+            Some(&b"subscribe"[..])
+        );
+        assert_eq!(
+            frame_verb(b"*3\r\n$12\r\nsunsubscribe\r\n$1\r\nc\r\n:0\r\n"),
+            Some(&b"sunsubscribe"[..])
+        );
+        assert_eq!(
+            frame_verb(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n"),
+            None
+        );
+        assert_eq!(confirmation_verb(b"PSUBSCRIBE"), b"psubscribe");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Session;
+use super::{Pending, Session};
 use crate::cluster::slot::key_slot;
 use crate::protocol::{encode, resp3::push_form};
 use crate::proxy::subscriber::{Backlog, Kind, Subscriber, PUSH_TAG};
@@ -61,6 +61,21 @@ impl PubSubState {
             Kind::Shard => self.shard.len(),
             _ => self.channels.len() + self.patterns.len(),
         }
+    }
+
+    /// True when the client is still subscribed to what message `frame` was sent for.
+    fn wants(&self, frame: &[u8]) -> bool {
+        let (set, prefix): (&BTreeSet<Bytes>, &[u8]) =
+            if frame.starts_with(b"*3\r\n$7\r\nmessage\r\n") {
+                (&self.channels, b"*3\r\n$7\r\nmessage\r\n")
+            } else if frame.starts_with(b"*4\r\n$8\r\npmessage\r\n") {
+                (&self.patterns, b"*4\r\n$8\r\npmessage\r\n")
+            } else if frame.starts_with(b"*3\r\n$8\r\nsmessage\r\n") {
+                (&self.shard, b"*3\r\n$8\r\nsmessage\r\n")
+            } else {
+                return true;
+            };
+        bulk_at(&frame[prefix.len()..]).map_or(true, |name| set.contains(name))
     }
 
     fn is_empty(&self) -> bool {
@@ -122,7 +137,16 @@ impl Session {
                 }
                 confirmation(&mut out, resp3, &verb, Some(&n), state.count(kind));
             }
-            state.task.add(kind, changed);
+            if !changed.is_empty() {
+                // Answered once the node has subscribed, so a PUBLISH sent after the client
+                // saw its confirmation is always delivered.
+                let tag = self.push_pending(Pending::Pinned);
+                let confirm = (self.reply_to(tag), out.freeze());
+                if let Some(state) = self.modes.pubsub.as_mut() {
+                    state.task.add(kind, changed, Some(confirm));
+                }
+                return;
+            }
         } else {
             let names: Vec<Bytes> = if names.is_empty() {
                 state.set(kind).iter().cloned().collect()
@@ -183,6 +207,10 @@ impl Session {
         let Some(state) = self.modes.pubsub.as_mut() else {
             return;
         };
+        if !state.wants(&frame) {
+            // Sent by the node before it processed an unsubscribe the client already saw.
+            return;
+        }
         let frame = if resp3 {
             push_form(&frame).unwrap_or(frame)
         } else {
@@ -205,6 +233,14 @@ impl Session {
         self.pending.clear();
         self.wbuf.clear();
     }
+}
+
+/// The payload of the bulk string at the start of `buf`.
+fn bulk_at(buf: &[u8]) -> Option<&[u8]> {
+    let rest = buf.strip_prefix(b"$")?;
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    let len: usize = std::str::from_utf8(&rest[..cr]).ok()?.parse().ok()?;
+    rest.get(cr + 2..cr + 2 + len)
 }
 
 /// Appends one (un)subscribe confirmation: `[verb, name, count]` (a push in RESP3).
