@@ -32,6 +32,9 @@ pub enum Shape {
     Pairs(&'static Shape),
     /// Elements of an array that are arrays take the inner shape; others are kept.
     ArraysOf(&'static Shape),
+    /// An array of `[key, value]` arrays becomes a map (XREAD); each value takes the inner
+    /// shape.
+    MapOfPairs(&'static Shape),
     /// A bulk string becomes verbatim text (`=` with the `txt` format).
     Verbatim,
 }
@@ -179,6 +182,19 @@ fn emit_array(items: &[Value<'_>], shape: Shape, out: &mut BytesMut) {
                 };
                 emit(&pair[0], Shape::Keep, out);
                 emit(&pair[1], value_shape, out);
+            }
+        }
+        Shape::MapOfPairs(inner)
+            if items
+                .iter()
+                .all(|i| matches!(i, Value::Array(kv) if kv.len() == 2)) =>
+        {
+            header(out, b'%', items.len());
+            for item in items {
+                if let Value::Array(kv) = item {
+                    emit(&kv[0], Shape::Keep, out);
+                    emit(&kv[1], *inner, out);
+                }
             }
         }
         Shape::Set => {
@@ -332,6 +348,18 @@ mod tests {
             ),
             b"*1\r\n*3\r\n$1\r\nP\r\n$3\r\n1.5\r\n*2\r\n,1\r\n,2\r\n"
         );
+    }
+
+    #[test]
+    fn stream_reads_become_maps() {
+        assert_eq!(
+            conv(
+                b"*1\r\n*2\r\n$1\r\nx\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n",
+                Shape::MapOfPairs(&Shape::Keep)
+            ),
+            b"%1\r\n$1\r\nx\r\n*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+        );
+        assert_eq!(conv(b"*-1\r\n", Shape::MapOfPairs(&Shape::Keep)), b"_\r\n");
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub fn shape_for(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Shape
             .any(|r| req[r.clone()].eq_ignore_ascii_case(word))
     };
     match spec.name.as_str() {
-        "hgetall" | "config|get" | "xread" | "xreadgroup" | "lcs" => MAP,
+        "hgetall" | "config|get" | "lcs" => MAP,
+        "xread" | "xreadgroup" => Shape::MapOfPairs(&KEEP),
         "memory|stats" => MAP_OF_MAPS,
         "function|stats" | "latency|histogram" => Shape::Map(&MAP_OF_MAPS),
         "function|list" => FUNCTION_LIST,
