@@ -173,3 +173,84 @@ fn transactions() {
     assert_eq!(raw.call(&["EXEC"]), "-ERR EXEC without MULTI\r\n");
     assert_eq!(raw.call(&["GET", "{t}a"]), "$1\r\n2\r\n");
 }
+
+#[test]
+fn a_slot_move_or_a_lost_node_ends_the_transaction_with_a_clear_error() {
+    let mut cluster = TestCluster::start();
+    let proxy = TestProxy::start(cluster.seeds());
+    let mut raw = Raw::connect(proxy.addr());
+
+    // Move the (empty) slot of {mv}k to another primary between WATCH and EXEC.
+    let slot = cluster.key_slot("{mv}k");
+    let source = cluster.primary_for_slot(slot);
+    let target = (0..16384u16)
+        .step_by(1000)
+        .map(|s| cluster.primary_for_slot(s))
+        .find(|n| *n != source)
+        .unwrap();
+    let target_id: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut common::cluster::direct(&target))
+        .unwrap();
+    assert_eq!(raw.call(&["WATCH", "{mv}k"]), "+OK\r\n");
+    for node in [&target, &source] {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&target_id)
+            .query(&mut common::cluster::direct(node))
+            .unwrap();
+    }
+    assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SET", "{mv}k", "1"]), "+QUEUED\r\n");
+    let reply = raw.call(&["EXEC"]);
+    assert!(
+        reply.starts_with("-ERR slotway: transaction aborted (nothing was executed)")
+            && reply.contains("MOVED"),
+        "{reply}"
+    );
+    // The proxy learned the move: the next transaction runs on the new owner.
+    assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SET", "{mv}k", "2"]), "+QUEUED\r\n");
+    assert_eq!(raw.call(&["EXEC"]), "*1\r\n+OK\r\n");
+    let v: String = common::cluster::direct(&target).get("{mv}k").unwrap();
+    assert_eq!(v, "2");
+
+    // The node holding a WATCH dies: EXEC reports the lost connection and the transaction ends.
+    // (A primary the slot move did not touch, so its replicas take over cleanly.)
+    let third = (0..16384u16)
+        .step_by(500)
+        .map(|s| cluster.primary_for_slot(s))
+        .find(|n| *n != source && *n != target)
+        .unwrap();
+    let key = (0..)
+        .map(|i| format!("{{lost{i}}}k"))
+        .find(|k| cluster.primary_for_key(k) == third)
+        .unwrap();
+    assert_eq!(raw.call(&["WATCH", &key]), "+OK\r\n");
+    let idx = (0..cluster.len())
+        .find(|&i| cluster.node_addr(i) == third)
+        .unwrap();
+    cluster.kill_node(idx);
+    assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
+    assert_eq!(raw.call(&["SET", &key, "3"]), "+QUEUED\r\n");
+    let reply = raw.call(&["EXEC"]);
+    assert!(reply.starts_with("-ERR slotway: "), "{reply}");
+    assert_eq!(raw.call(&["EXEC"]), "-ERR EXEC without MULTI\r\n");
+    // After the failover a new transaction works again.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert_eq!(raw.call(&["MULTI"]), "+OK\r\n");
+        assert_eq!(raw.call(&["SET", &key, "4"]), "+QUEUED\r\n");
+        let last = raw.call(&["EXEC"]);
+        if last == "*1\r\n+OK\r\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no transaction after the failover: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -35,6 +35,7 @@ impl PubSubState {
         (self.channels.len(), self.patterns.len(), self.shard.len())
     }
 
+    /// The message backlog, watched while waiting to write to the client.
     pub(super) fn backlog(&self) -> Arc<Backlog> {
         self.task.backlog().clone()
     }
