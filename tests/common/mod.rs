@@ -4,3 +4,4 @@
 pub mod cluster;
 pub mod proxy;
 pub mod raw;
+pub mod resp;
