@@ -3,14 +3,11 @@
 
 use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
-
 use super::glob::glob_match;
 use super::policy::Rule;
 use super::secret::{read_secret, Secret};
 use super::SecurityError;
 use crate::config::{AuthConfig, UserConfig};
-use crate::protocol::encode;
 
 /// Redis's reply to a wrong username or password.
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
@@ -23,9 +20,6 @@ pub const AUTH_WITHOUT_PASSWORD: &str = "ERR AUTH <password> called without any 
 pub const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already \
      authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to \
      authenticate the client and select the RESP protocol version at the same time";
-
-/// The Redis version `HELLO` reports: the command set slotway's table follows.
-const REPORTED_VERSION: &str = "7.0.15";
 
 /// One user a client may authenticate as.
 #[derive(Debug, Clone)]
@@ -247,28 +241,6 @@ pub fn client_name_error(name: &[u8]) -> Option<&'static str> {
         .then_some("ERR Client names cannot contain spaces, newlines or special characters.")
 }
 
-/// `HELLO`'s reply in RESP2: the server description as a flat array of field/value pairs.
-pub fn hello_reply(client_id: u64) -> Bytes {
-    let mut out = BytesMut::with_capacity(160);
-    encode::array_header(&mut out, 14);
-    for (field, value) in [("server", "redis"), ("version", REPORTED_VERSION)] {
-        encode::bulk(&mut out, field.as_bytes());
-        encode::bulk(&mut out, value.as_bytes());
-    }
-    encode::bulk(&mut out, b"proto");
-    encode::integer(&mut out, 2);
-    encode::bulk(&mut out, b"id");
-    encode::integer(&mut out, i64::try_from(client_id).unwrap_or(i64::MAX));
-    // One endpoint serving every slot: to clients slotway is a standalone primary.
-    for (field, value) in [("mode", "standalone"), ("role", "master")] {
-        encode::bulk(&mut out, field.as_bytes());
-        encode::bulk(&mut out, value.as_bytes());
-    }
-    encode::bulk(&mut out, b"modules");
-    encode::array_header(&mut out, 0);
-    out.freeze()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,18 +359,6 @@ mod tests {
         assert!(parse(&["HELLO", "2", "SETNAME", "a b"])
             .unwrap_err()
             .starts_with("ERR Client names cannot contain"));
-    }
-
-    #[test]
-    fn hello_reply_is_a_flat_array_of_seven_pairs() {
-        let r = hello_reply(7);
-        assert!(r.starts_with(b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n"));
-        assert!(r.ends_with(b"$7\r\nmodules\r\n*0\r\n"));
-        let text = String::from_utf8_lossy(&r);
-        assert!(
-            text.contains("$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:7\r\n"),
-            "{text}"
-        );
     }
 
     #[test]

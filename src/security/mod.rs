@@ -141,7 +141,7 @@ impl Security {
         if spec.flags.contains(CommandFlags::NO_AUTH) {
             return match spec.name.as_str() {
                 "auth" => Some(self.auth_command(st, req, args, peer)),
-                "hello" => Some(self.hello_command(st, req, args, peer)),
+                "hello" => self.hello_command(st, req, args, peer),
                 _ => None,
             };
         }
@@ -268,21 +268,20 @@ impl Security {
         }
     }
 
+    /// `HELLO`'s authentication part: `AUTH user pass` is checked here, and a client that is
+    /// still unauthenticated is refused. Everything else (protocol switch, SETNAME, the reply)
+    /// belongs to the session, so None lets the command go on.
     fn hello_command(
         &self,
         st: &mut ClientState,
         req: &[u8],
         args: &[Range<usize>],
         peer: impl FnOnce() -> Option<SocketAddr>,
-    ) -> Bytes {
+    ) -> Option<Bytes> {
         let hello = match auth::parse_hello(req, args) {
             Ok(h) => h,
-            Err(msg) => return error(&msg),
+            Err(msg) => return Some(error(&msg)),
         };
-        if hello.protover == Some(3) {
-            // RESP3 replies are not produced yet; clients fall back to RESP2 on this error.
-            return error("NOPROTO unsupported protocol version");
-        }
         if let Some((u, p)) = hello.auth {
             let username = &req[args[u].clone()];
             match self
@@ -292,17 +291,17 @@ impl Security {
                 Ok(idx) => st.user = Some(idx),
                 Err(f) => {
                     note_failure(Some(username), f, peer(), st.id);
-                    return error(f.message());
+                    return Some(error(f.message()));
                 }
             }
         }
         if st.user.is_none() {
-            return error(auth::HELLO_NOAUTH);
+            return Some(error(auth::HELLO_NOAUTH));
         }
         if let Some(i) = hello.setname {
             st.name = Some(req[args[i].clone()].into());
         }
-        auth::hello_reply(st.id)
+        None
     }
 }
 

@@ -143,12 +143,9 @@ impl Session {
     /// The credentials of `HELLO … AUTH`. Hook for client authentication: slotway has no
     /// client users of its own yet, so it behaves like a Redis whose default user has no
     /// password — any password for `default` is accepted, other users do not exist.
-    fn hello_auth(&mut self, user: &[u8], _pass: &[u8]) -> Result<(), String> {
-        if user == b"default" {
-            Ok(())
-        } else {
-            Err("WRONGPASS invalid username-password pair or user is disabled.".into())
-        }
+    fn hello_auth(&mut self, _user: &[u8], _pass: &[u8]) -> Result<(), String> {
+        // The security layer checked the credentials before the session saw this HELLO.
+        Ok(())
     }
 
     /// `CLIENT <subcommand> …` about the client's own connection.
