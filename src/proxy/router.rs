@@ -2,12 +2,12 @@
 //! and read lock-free (one ArcSwap load) on the request path.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use crate::backend::{Backends, NodePool};
+use crate::backend::{BackendError, Backends, NodePool};
 use crate::cluster::refresh::TopologyHandle;
 use crate::cluster::topology::Topology;
 use crate::command::CommandTable;
@@ -47,6 +47,7 @@ pub struct Router {
     backends: Arc<Backends>,
     topology: OnceLock<TopologyHandle>,
     rotate: AtomicUsize,
+    asks: AtomicU64,
 }
 
 impl std::fmt::Debug for Router {
@@ -64,6 +65,7 @@ impl Router {
             backends,
             topology: OnceLock::new(),
             rotate: AtomicUsize::new(0),
+            asks: AtomicU64::new(0),
         }
     }
 
@@ -131,6 +133,24 @@ impl Router {
             }
         }
         handle.request_refresh();
+    }
+
+    /// Counts one `-ASK` redirect followed.
+    pub fn note_ask(&self) {
+        self.asks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `-ASK` redirects followed since start (tests use it to prove the ASK path ran).
+    pub fn ask_redirects(&self) -> u64 {
+        self.asks.load(Ordering::Relaxed)
+    }
+
+    /// Reports a request a node could not answer: if the node is a primary serving slots, a
+    /// failover is suspected and the topology is polled quickly until it shows the outcome.
+    pub fn note_failure(&self, err: &BackendError) {
+        if let (Some(addr), Some(handle)) = (super::retry::failed_node(err), self.topology.get()) {
+            handle.suspect(addr);
+        }
     }
 
     /// Asks for a topology refresh (coalesced with others in flight).

@@ -7,6 +7,7 @@
 //! one client's MOVED never stalls another client.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -330,9 +331,10 @@ impl Session {
             }
             Outcome::Reply(frame, _) => Some(frame),
             Outcome::Failed(err) => {
+                self.shared.router.note_failure(&err);
                 if (err.retry_safe() || readonly) && self.begin_retry(idx) {
                     self.shared.router.request_refresh();
-                    self.reroute(idx, c.raw, c.tag);
+                    self.reroute(idx, c.raw, c.tag, retry::failed_node(&err));
                     None
                 } else {
                     Some(error_frame(&failure_message(&err)))
@@ -344,13 +346,14 @@ impl Session {
         }
     }
 
-    /// Sends `pending[idx]` again to whichever node owns its slot after a short backoff.
-    fn reroute(&mut self, idx: usize, raw: Bytes, tag: Tag) {
+    /// Sends `pending[idx]` again to whichever node owns its slot after a short backoff, or as
+    /// soon as the map names an owner other than `failed` (the node that could not answer).
+    fn reroute(&mut self, idx: usize, raw: Bytes, tag: Tag, failed: Option<SocketAddr>) {
         let (slot, attempts) = {
             let w = self.waiting(idx);
             (w.slot, w.attempts)
         };
-        retry::spawn(Retry::reroute(self.origin(tag), raw, slot, attempts));
+        retry::spawn(Retry::reroute(self.origin(tag), raw, slot, attempts).avoiding(failed));
     }
 
     fn origin(&self, tag: Tag) -> Origin {
@@ -388,6 +391,7 @@ impl Session {
                 if !self.begin_redirect(idx) {
                     return Some(frame);
                 }
+                router.note_ask();
                 let target = addr.to_string();
                 retry::spawn(Retry::redirect(self.origin(tag), raw, target, None));
                 None
@@ -403,7 +407,7 @@ impl Session {
                 if !matches!(e, ServerError::TryAgain) {
                     router.request_refresh();
                 }
-                self.reroute(idx, raw, tag);
+                self.reroute(idx, raw, tag, None);
                 None
             }
             _ => Some(frame),
