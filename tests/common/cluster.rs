@@ -9,11 +9,15 @@
 //! [`serial_guard`]) at once; it would deadlock.
 //!
 //! Set `SLOTWAY_KEEP_TEST_DATA=1` to keep each cluster's directory (logs, nodes.conf).
+//!
+//! Nodes added after the start ([`TestCluster::add_node`]) are numbered after the launcher's
+//! own nodes; slot migration, manual failover and role queries live in `super::dynamics`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slotway::local::{LocalCluster, LocalClusterOptions, NodeClient, Reply};
 use tempfile::TempDir;
@@ -59,8 +63,16 @@ fn port_free(port: u16) -> bool {
 /// A running test cluster; everything is killed and deleted on drop.
 pub struct TestCluster {
     cluster: LocalCluster,
+    /// Nodes started after the cluster was formed (not yet members until MEET).
+    extra: Vec<ExtraNode>,
     dir: Option<TempDir>,
     _serial: MutexGuard<'static, ()>,
+}
+
+/// A redis-server started by the harness itself, outside the launcher.
+struct ExtraNode {
+    addr: SocketAddr,
+    child: Option<Child>,
 }
 
 impl TestCluster {
@@ -101,6 +113,7 @@ impl TestCluster {
                 Ok(cluster) => {
                     return TestCluster {
                         cluster,
+                        extra: Vec::new(),
                         dir: Some(dir),
                         _serial: serial,
                     }
@@ -110,6 +123,98 @@ impl TestCluster {
             }
         }
         panic!("local cluster failed to start after {START_ATTEMPTS} attempts: {last_err:?}");
+    }
+
+    /// Like [`TestCluster::start_with`] on the given ports (each port and port+10000 must be
+    /// free): for tests that point a proxy at the cluster before it exists. No retry on a clash.
+    pub fn start_on_ports(shards: usize, replicas: usize, ports: Vec<u16>) -> Self {
+        let serial = serial_guard();
+        let dir = tempfile::Builder::new()
+            .prefix("slotway-test-")
+            .tempdir()
+            .expect("tempdir");
+        let mut opts =
+            LocalClusterOptions::with_base_port(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, dir.path());
+        opts.shards = shards;
+        opts.replicas_per_shard = replicas;
+        opts.node_timeout_ms = 2000;
+        opts.appendonly = false;
+        opts.ready_timeout = READY_TIMEOUT;
+        opts.ports = ports;
+        let cluster = LocalCluster::start(opts).expect("local cluster on the given ports");
+        TestCluster {
+            cluster,
+            extra: Vec::new(),
+            dir: Some(dir),
+            _serial: serial,
+        }
+    }
+
+    /// Starts one more empty cluster-enabled node (same settings as the others) on a free
+    /// port, introduces it with `CLUSTER MEET` and waits until every node knows it. It joins
+    /// as a primary without slots; returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let port = free_ports(1)[0];
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        let dir = self.data_dir().join(format!("extra-{port}"));
+        std::fs::create_dir_all(&dir).expect("extra node dir");
+        let child = spawn_extra(addr, &dir);
+        self.extra.push(ExtraNode {
+            addr,
+            child: Some(child),
+        });
+        let index = self.len() - 1;
+        wait_until(
+            Duration::from_secs(30),
+            "the new node to answer PING",
+            || {
+                NodeClient::connect(addr, Duration::from_millis(500))
+                    .and_then(|mut c| c.call(&["PING"]))
+                    .is_ok_and(|r| r.as_text().as_deref() == Some("PONG"))
+            },
+        );
+        let port_text = port.to_string();
+        self.any_client()
+            .call_ok(&["CLUSTER", "MEET", "127.0.0.1", &port_text])
+            .expect("CLUSTER MEET");
+        let everyone: Vec<String> = (0..self.len())
+            .filter(|&i| self.is_running(i))
+            .map(|i| self.node_addr(i))
+            .collect();
+        wait_until(
+            Duration::from_secs(30),
+            "every node to know the new one",
+            || {
+                everyone.iter().all(|a| {
+                    NodeClient::connect(a.as_str(), Duration::from_secs(2))
+                        .and_then(|mut c| c.call(&["CLUSTER", "NODES"]))
+                        .ok()
+                        .and_then(|r| r.as_text())
+                        .is_some_and(|text| {
+                            let settled = text
+                                .lines()
+                                .filter(|l| !l.contains("handshake") && !l.contains("noaddr"))
+                                .count();
+                            settled == everyone.len()
+                        })
+                })
+            },
+        );
+        index
+    }
+
+    /// True while node `i` has a process.
+    pub fn is_running(&self, i: usize) -> bool {
+        match i.checked_sub(self.cluster.nodes().len()) {
+            None => self.cluster.nodes()[i].pid().is_some(),
+            Some(e) => self.extra[e].child.is_some(),
+        }
+    }
+
+    /// A control client on node `i`.
+    pub fn client(&self, i: usize) -> NodeClient {
+        NodeClient::connect(self.node_addr(i).as_str(), Duration::from_secs(5))
+            .expect("connect to node")
     }
 
     /// The underlying launcher.
@@ -135,14 +240,22 @@ impl TestCluster {
         self.cluster.seeds()
     }
 
-    /// `host:port` of node `i`.
+    /// `host:port` of node `i` (its current address).
     pub fn node_addr(&self, i: usize) -> String {
-        self.cluster.nodes()[i].addr().to_string()
+        match i.checked_sub(self.cluster.nodes().len()) {
+            None => self.cluster.nodes()[i].addr().to_string(),
+            Some(e) => self.extra[e].addr.to_string(),
+        }
     }
 
-    /// Number of nodes.
+    /// Number of nodes, added ones included.
     pub fn len(&self) -> usize {
-        self.cluster.nodes().len()
+        self.cluster.nodes().len() + self.extra.len()
+    }
+
+    /// The index of the node at `addr` (`host:port`).
+    pub fn node_index(&self, addr: &str) -> Option<usize> {
+        (0..self.len()).find(|&i| self.node_addr(i) == addr)
     }
 
     /// PIDs of the running nodes.
@@ -240,8 +353,81 @@ pub fn direct(addr: &str) -> redis::Connection {
         .expect("direct connection")
 }
 
+/// Starts redis-server for an added node, configured like the launcher's nodes.
+fn spawn_extra(addr: SocketAddr, dir: &Path) -> Child {
+    let port = addr.port().to_string();
+    let host = addr.ip().to_string();
+    let log = dir.join("redis.log");
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port,
+        "--bind",
+        &host,
+        "--cluster-announce-ip",
+        &host,
+    ])
+    .args([
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ])
+    .args([
+        "--cluster-node-timeout",
+        "2000",
+        "--appendonly",
+        "no",
+        "--save",
+        "",
+    ])
+    .args([
+        "--repl-diskless-sync-delay",
+        "0",
+        "--repl-ping-replica-period",
+        "1",
+    ])
+    .arg("--logfile")
+    .arg(&log)
+    .current_dir(dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe; nothing is allocated and no lock is touched. The node then dies with
+    // the test thread that started it even if the test process is killed without unwinding.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("start an extra redis-server")
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        for node in &mut self.extra {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         self.cluster.shutdown();
         if std::env::var_os("SLOTWAY_KEEP_TEST_DATA").is_some() {
             if let Some(dir) = self.dir.take() {

@@ -2,4 +2,6 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod cluster;
+pub mod dynamics;
+pub mod load;
 pub mod proxy;
