@@ -181,23 +181,21 @@ impl TestCluster {
             .filter(|&i| self.is_running(i))
             .map(|i| self.node_addr(i))
             .collect();
+        // Every node must be linked to every other one, and the new node must have learned who
+        // owns every slot: before that it answers CLUSTERDOWN (to a MIGRATE's RESTORE too).
         wait_until(
             Duration::from_secs(30),
-            "every node to know the new one",
+            "the new node to join fully",
             || {
-                everyone.iter().all(|a| {
-                    NodeClient::connect(a.as_str(), Duration::from_secs(2))
-                        .and_then(|mut c| c.call(&["CLUSTER", "NODES"]))
+                everyone.iter().all(|a| linked_to_all(a, everyone.len()))
+                    && NodeClient::connect(addr, Duration::from_secs(2))
+                        .and_then(|mut c| c.call(&["CLUSTER", "INFO"]))
                         .ok()
                         .and_then(|r| r.as_text())
-                        .is_some_and(|text| {
-                            let settled = text
-                                .lines()
-                                .filter(|l| !l.contains("handshake") && !l.contains("noaddr"))
-                                .count();
-                            settled == everyone.len()
+                        .is_some_and(|info| {
+                            info.contains("cluster_state:ok")
+                                && info.contains("cluster_slots_assigned:16384")
                         })
-                })
             },
         );
         index
@@ -351,6 +349,27 @@ pub fn direct(addr: &str) -> redis::Connection {
         .expect("redis client")
         .get_connection_with_timeout(Duration::from_secs(5))
         .expect("direct connection")
+}
+
+/// True when the node at `addr` lists `count` nodes, every one with its link up.
+fn linked_to_all(addr: &str, count: usize) -> bool {
+    let text = NodeClient::connect(addr, Duration::from_secs(2))
+        .and_then(|mut c| c.call(&["CLUSTER", "NODES"]))
+        .ok()
+        .and_then(|r| r.as_text());
+    text.is_some_and(|text| {
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        lines.len() == count
+            && lines.iter().all(|f| {
+                f.len() >= 8
+                    && f[7] == "connected"
+                    && !f[2].contains("handshake")
+                    && !f[2].contains("noaddr")
+            })
+    })
 }
 
 /// Starts redis-server for an added node, configured like the launcher's nodes.

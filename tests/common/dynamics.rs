@@ -202,13 +202,17 @@ impl TestCluster {
                 if keys.is_empty() {
                     break;
                 }
-                let mut args = vec![to_host, to_port, "", "0", "5000", "KEYS"];
+                let mut args = vec!["MIGRATE", to_host, to_port, "", "0", "5000", "KEYS"];
                 args.extend(keys.iter().map(String::as_str));
                 let reply = src.call(&args).expect("MIGRATE");
-                assert!(
-                    !matches!(reply, Reply::Error(_)),
-                    "MIGRATE of slot {slot}: {reply:?}"
-                );
+                if matches!(reply, Reply::Error(_)) {
+                    // The target's own view usually tells why it refused.
+                    let view = dst
+                        .call(&["CLUSTER", "NODES"])
+                        .ok()
+                        .and_then(|r| r.as_text());
+                    panic!("MIGRATE of slot {slot}: {reply:?}; target's view:\n{view:?}");
+                }
             }
             if !pause.is_zero() {
                 std::thread::sleep(pause);
