@@ -29,6 +29,19 @@ fn assert_clean(report: &LoadReport, proxy: &TestProxy) {
 }
 
 #[test]
+fn cluster_nodes_lines_are_parsed() {
+    let text = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-2 5 [6->-b]\n\
+                b2 127.0.0.1:7002@17002 slave,fail a1 0 0 1 connected\n";
+    let n = common::dynamics::parse_cluster_nodes(text);
+    assert_eq!(n.len(), 2);
+    assert_eq!(n[0].slots, vec![0, 1, 2, 5]);
+    assert!(n[0].is_live_primary());
+    assert_eq!(n[1].primary.as_deref(), Some("a1"));
+    assert_eq!(n[1].addr, "127.0.0.1:7002");
+    assert!(!n[1].is_live_primary());
+}
+
+#[test]
 fn migrating_256_slots_under_load_costs_no_error_and_uses_ask() {
     let cluster = TestCluster::start();
     let proxy = TestProxy::start(cluster.seeds());

@@ -253,21 +253,3 @@ impl TestCluster {
             .expect("integer")
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_cluster_nodes_lines() {
-        let text = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-2 5 [6->-b]\n\
-                    b2 127.0.0.1:7002@17002 slave,fail a1 0 0 1 connected\n";
-        let n = parse_cluster_nodes(text);
-        assert_eq!(n.len(), 2);
-        assert_eq!(n[0].slots, vec![0, 1, 2, 5]);
-        assert!(n[0].is_live_primary());
-        assert_eq!(n[1].primary.as_deref(), Some("a1"));
-        assert_eq!(n[1].addr, "127.0.0.1:7002");
-        assert!(!n[1].is_live_primary());
-    }
-}
