@@ -101,6 +101,14 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
+fn signed_ms(t: Instant, base: Instant) -> f64 {
+    if t >= base {
+        (t - base).as_secs_f64() * 1000.0
+    } else {
+        -((base - t).as_secs_f64() * 1000.0)
+    }
+}
+
 fn one_run(durable: bool) -> Figures {
     let mut cluster = TestCluster::start();
     let proxy = TestProxy::start_with(cluster.seeds(), |c| {
@@ -138,6 +146,18 @@ fn one_run(durable: bool) -> Figures {
     let report: LoadReport = load.stop();
     let elapsed = started.elapsed();
     let lost = report.lost_writes(proxy.addr()).len();
+    if std::env::var_os("FAILOVER_BENCH_VERBOSE").is_some() {
+        for e in &report.errors {
+            println!(
+                "    client {:>2} {} sent {:+.1} ms, failed {:+.1} ms after the kill: {}",
+                e.client,
+                e.op,
+                signed_ms(e.sent, killed),
+                signed_ms(e.at, killed),
+                e.message
+            );
+        }
+    }
     Figures {
         promotion: promoted - killed,
         lag: report

@@ -107,6 +107,15 @@ fn a_killed_primary_costs_only_the_writes_in_flight() {
         "more errors than writes in flight: {}",
         summary(&report)
     );
+    let mut clients: Vec<usize> = report.errors.iter().map(|e| e.client).collect();
+    clients.sort_unstable();
+    clients.dedup();
+    assert_eq!(
+        clients.len(),
+        report.errors.len(),
+        "a client had more than its one in-flight write fail: {}",
+        summary(&report)
+    );
     for e in &report.errors {
         assert_eq!(e.op, "SET", "reads are retried, never failed: {e:?}");
         assert!(
