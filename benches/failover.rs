@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use common::cluster::TestCluster;
 use common::load::{Load, LoadOptions, LoadReport};
 use common::proxy::TestProxy;
-use slotway::config::Config;
 
 const CLIENTS: usize = 16;
 /// Load before the kill, so connections and pools are warm.
@@ -51,13 +50,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(3usize);
-    if durable {
-        if let Err(e) = durable_config(&Config::default()) {
-            println!("durable mode is not available in this build: {e}");
-            return;
-        }
-    }
-    let mode = if durable { "durable" } else { "default" };
+    let mode = if durable {
+        "durable (WAIT 1 100 ms)"
+    } else {
+        "default"
+    };
     println!(
         "failover benchmark: {runs} runs, {mode} mode, {CLIENTS} clients (SET + GET read-back)"
     );
@@ -113,7 +110,9 @@ fn one_run(durable: bool) -> Figures {
     let mut cluster = TestCluster::start();
     let proxy = TestProxy::start_with(cluster.seeds(), |c| {
         if durable {
-            *c = durable_config(c).expect("durable config");
+            c.cluster.durable_writes = true;
+            c.cluster.durable_replicas = 1;
+            c.cluster.durable_timeout_ms = 100;
         }
     });
     let load = Load::start(
@@ -170,18 +169,4 @@ fn one_run(durable: bool) -> Figures {
         lost,
         ops_per_sec: report.successes() as f64 / elapsed.as_secs_f64(),
     }
-}
-
-/// `base` with durable writes on (`[cluster] durable_writes = true`, one replica, 100 ms),
-/// through the TOML loader so this builds whether or not the settings exist yet.
-fn durable_config(base: &Config) -> Result<Config, String> {
-    let mut file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-    write!(
-        file,
-        "listen = {:?}\nseeds = {:?}\n[cluster]\ndurable_writes = true\n\
-         durable_replicas = 1\ndurable_timeout_ms = 100\n",
-        base.listen, base.seeds
-    )
-    .map_err(|e| e.to_string())?;
-    Config::load(Some(file.path()), Vec::<(String, String)>::new()).map_err(|e| e.to_string())
 }

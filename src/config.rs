@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod access;
+pub use access::{AuthConfig, PolicyConfig, UserConfig};
+
+use crate::security::Secret;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -59,8 +64,22 @@ pub struct Config {
     pub backend: BackendConfig,
     /// Limits applied to each client connection.
     pub client: ClientConfig,
+    /// Client authentication (passwords, users).
+    pub auth: AuthConfig,
+    /// Commands refused for every client.
+    pub policy: PolicyConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Async runtime.
+    pub runtime: RuntimeConfig,
+}
+
+/// Async runtime settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 = one per available core (default 0).
+    pub worker_threads: usize,
 }
 
 /// Admin HTTP endpoint settings.
@@ -86,8 +105,43 @@ pub struct ClusterConfig {
     pub max_redirects: u32,
     /// Username for `AUTH` on every node; empty = default user (default empty).
     pub username: String,
+    /// A file holding the username, instead of `username` (default empty).
+    pub username_file: String,
     /// Password for `AUTH` on every node; empty = no AUTH (default empty).
-    pub password: String,
+    pub password: Secret,
+    /// A file holding the password, instead of `password` (default empty).
+    pub password_file: String,
+    /// Where read-only commands go: `primary`, `prefer-replica` or `replica-round-robin`
+    /// (default `primary`).
+    pub read_policy: String,
+    /// After every write, `WAIT` for replicas before acknowledging the client (default false).
+    pub durable_writes: bool,
+    /// Replicas that must confirm a durable write (default 1).
+    pub durable_replicas: u32,
+    /// How long a durable write waits for its replicas (default 500 ms).
+    pub durable_timeout_ms: u64,
+}
+
+/// Where read-only commands are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPolicy {
+    /// Always the slot's primary.
+    Primary,
+    /// One of the slot's healthy replicas (the same one for a given client), else the primary.
+    PreferReplica,
+    /// The slot's healthy replicas in turn, else the primary.
+    ReplicaRoundRobin,
+}
+
+impl ClusterConfig {
+    /// The parsed read policy (validated at load).
+    pub fn read_policy(&self) -> ReadPolicy {
+        match self.read_policy.as_str() {
+            "prefer-replica" => ReadPolicy::PreferReplica,
+            "replica-round-robin" => ReadPolicy::ReplicaRoundRobin,
+            _ => ReadPolicy::Primary,
+        }
+    }
 }
 
 /// Settings of the connections from the proxy to each Redis node.
@@ -126,7 +180,8 @@ pub struct ClientConfig {
     pub max_inline_bytes: usize,
     /// Read chunk size (default 16384); buffers exist only while a client has data.
     pub read_buffer_bytes: usize,
-    /// Replies buffered for a client that does not read before it is disconnected (default 64 MiB).
+    /// Replies buffered for a client that does not read before it is disconnected;
+    /// 0 = no limit (default 64 MiB).
     pub output_buffer_limit_bytes: usize,
     /// Close clients idle this long; 0 = never (default 0).
     pub idle_timeout_ms: u64,
@@ -153,7 +208,10 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             backend: BackendConfig::default(),
             client: ClientConfig::default(),
+            auth: AuthConfig::default(),
+            policy: PolicyConfig::default(),
             log: LogConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -166,7 +224,13 @@ impl Default for ClusterConfig {
             retry_deadline_ms: 5_000,
             max_redirects: 5,
             username: String::new(),
-            password: String::new(),
+            username_file: String::new(),
+            password: Secret::default(),
+            password_file: String::new(),
+            read_policy: "primary".into(),
+            durable_writes: false,
+            durable_replicas: 1,
+            durable_timeout_ms: 500,
         }
     }
 }
@@ -286,6 +350,45 @@ impl Config {
                 reason: "must not exceed backend.reconnect_backoff_max_ms".into(),
             });
         }
+        if !matches!(
+            self.cluster.read_policy.as_str(),
+            "primary" | "prefer-replica" | "replica-round-robin"
+        ) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.read_policy",
+                reason: format!(
+                    "expected \"primary\", \"prefer-replica\" or \"replica-round-robin\", got {:?}",
+                    self.cluster.read_policy
+                ),
+            });
+        }
+        if self.cluster.durable_writes {
+            positive(
+                "cluster.durable_replicas",
+                self.cluster.durable_replicas.into(),
+            )?;
+        }
+        for (key, inline, file) in [
+            (
+                "cluster.password_file",
+                !self.cluster.password.is_empty(),
+                &self.cluster.password_file,
+            ),
+            (
+                "cluster.username_file",
+                !self.cluster.username.is_empty(),
+                &self.cluster.username_file,
+            ),
+        ] {
+            if inline && !file.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "set either the value or the file, not both".into(),
+                });
+            }
+        }
+        self.auth.validate()?;
+        self.policy.validate()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
                 key: "log.format",
@@ -459,6 +562,14 @@ mod tests {
         assert!(err.to_string().contains("backend.queue_depth"));
         let err = Config::load(None, env(&[("SLOTWAY_LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("log.format"));
+        let err = Config::load(None, env(&[("SLOTWAY_CLUSTER_READ_POLICY", "any")])).unwrap_err();
+        assert!(err.to_string().contains("cluster.read_policy"));
+        let cfg = Config::load(
+            None,
+            env(&[("SLOTWAY_CLUSTER_READ_POLICY", "prefer-replica")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.cluster.read_policy(), ReadPolicy::PreferReplica);
     }
 
     #[test]
@@ -467,5 +578,16 @@ mod tests {
         assert!(keys.contains(&"listen".to_string()));
         assert!(keys.contains(&"backend.queue_depth".to_string()));
         assert!(keys.contains(&"admin.listen".to_string()));
+        for k in [
+            "auth.password",
+            "auth.password_file",
+            "auth.users",
+            "policy.deny",
+            "policy.allow",
+            "cluster.password_file",
+            "cluster.username_file",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k}");
+        }
     }
 }

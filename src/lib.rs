@@ -11,3 +11,4 @@ pub mod config;
 pub mod local;
 pub mod protocol;
 pub mod proxy;
+pub mod security;

@@ -40,7 +40,7 @@ struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start a local 9-node Redis Cluster (3 shards x primary + 2 replicas) and the proxy.
+    /// Start a local Redis Cluster (default 9 nodes: 3 shards x primary + 2 replicas) and the proxy.
     Local(LocalArgs),
     /// Print every setting's key (`section.key`), one per line, for config checkers.
     ConfigKeys,
@@ -48,12 +48,18 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct LocalArgs {
-    /// First node port; nodes use N..N+8 (and N+10000.. for the cluster bus).
+    /// First node port; nodes use N..N+8 by default (and N+10000.. for the cluster bus).
     #[arg(long, default_value_t = 7001)]
     base_port: u16,
     /// Where node data lives (wiped at start); default: a directory under the system temp dir.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Number of shards (each one primary).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    shards: u16,
+    /// Replicas per primary.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=5))]
+    replicas: u16,
 }
 
 /// The default listen address of `slotway local`.
@@ -114,11 +120,17 @@ fn run_local(mut config: Config, args: LocalArgs) -> Result<()> {
             .with_context(|| format!("cannot clear {}", data_dir.display()))?;
     }
     let host = std::net::IpAddr::from([127, 0, 0, 1]);
-    let opts = LocalClusterOptions::with_base_port(host, args.base_port, data_dir.clone());
+    let mut opts = LocalClusterOptions::with_base_port(host, args.base_port, data_dir.clone());
+    opts.shards = args.shards.into();
+    opts.replicas_per_shard = args.replicas.into();
+    opts.set_base_port(args.base_port);
+    let nodes = opts.node_count();
     eprintln!(
-        "slotway: starting a 9-node Redis Cluster on 127.0.0.1:{}-{} (data in {})",
+        "slotway: starting a {nodes}-node Redis Cluster ({} shards x primary + {} replicas) on 127.0.0.1:{}-{} (data in {})",
+        args.shards,
+        args.replicas,
         args.base_port,
-        args.base_port.saturating_add(8),
+        usize::from(args.base_port) + nodes - 1,
         data_dir.display()
     );
     let cluster = LocalCluster::start(opts)?;
@@ -127,7 +139,11 @@ fn run_local(mut config: Config, args: LocalArgs) -> Result<()> {
 }
 
 fn run_proxy(config: Config, cluster: Option<LocalCluster>) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.runtime.worker_threads > 0 {
+        builder.worker_threads(config.runtime.worker_threads);
+    }
+    let runtime = builder
         .enable_all()
         .thread_name("slotway")
         .build()

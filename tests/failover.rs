@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::cluster::{wait_until, TestCluster};
 use common::load::{Load, LoadOptions, LoadReport};
 use common::proxy::TestProxy;
-use slotway::config::Config;
 
 /// Clients writing through the proxy.
 const CLIENTS: usize = 16;
@@ -139,15 +137,14 @@ fn a_killed_primary_costs_only_the_writes_in_flight() {
     );
 }
 
-/// Durable mode: every acknowledged write survives the kill. Written against the lead's
-/// `[cluster] durable_writes` switch; the config is loaded from TOML so this compiles (and fails
-/// clearly) before the switch exists.
+/// Durable mode (`WAIT 1 100` after each write): every acknowledged write survives the kill.
 #[test]
-#[ignore = "needs durable_writes"]
 fn a_killed_primary_loses_no_acknowledged_write_in_durable_mode() {
     let mut cluster = TestCluster::start();
     let proxy = TestProxy::start_with(cluster.seeds(), |c| {
-        *c = durable_config(c, "durable_replicas = 1\ndurable_timeout_ms = 100\n");
+        c.cluster.durable_writes = true;
+        c.cluster.durable_replicas = 1;
+        c.cluster.durable_timeout_ms = 100;
         c.cluster.retry_deadline_ms = 30_000;
     });
     let load = Load::start(proxy.addr(), load_options("durable"));
@@ -176,19 +173,6 @@ fn a_killed_primary_loses_no_acknowledged_write_in_durable_mode() {
         let not_durable = e.message.to_lowercase().contains("durable");
         assert!(unknown || not_durable, "unexpected error: {e:?}");
     }
-}
-
-/// `base` with `durable_writes = true` and `extra` set in `[cluster]`, through the TOML loader.
-fn durable_config(base: &Config, extra: &str) -> Config {
-    let mut file = tempfile::NamedTempFile::new().expect("temp config");
-    write!(
-        file,
-        "listen = {:?}\nseeds = {:?}\n[cluster]\ndurable_writes = true\n{extra}",
-        base.listen, base.seeds
-    )
-    .expect("write config");
-    Config::load(Some(file.path()), Vec::<(String, String)>::new())
-        .expect("this build has no durable-write settings yet")
 }
 
 #[test]

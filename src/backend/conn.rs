@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo};
-use crate::protocol::{encode, ResponseScanner};
+use crate::protocol::{encode, ReplyKind, ResponseScanner};
 
 /// `ASKING` in wire form, sent before a request redirected by `-ASK`.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -51,9 +51,71 @@ pub struct ConnSettings {
     /// Largest reply accepted.
     pub max_reply_bytes: usize,
     /// `AUTH` credentials (username may be empty), sent on connect.
-    pub auth: Option<(String, String)>,
+    pub auth: Option<(String, crate::security::Secret)>,
     /// Send `READONLY` on connect (replica connections serving reads).
     pub readonly: bool,
+    /// Durable-write mode: the `WAIT` sent after each durable request.
+    pub wait: Option<DurableWait>,
+}
+
+/// The `WAIT` that follows each durable write, and what counts as confirmed.
+#[derive(Debug, Clone)]
+pub struct DurableWait {
+    /// `WAIT <replicas> <timeout>` in wire form.
+    pub command: Bytes,
+    /// Replicas that must confirm.
+    pub replicas: i64,
+    /// The timeout, for the client's error message.
+    pub timeout_ms: u64,
+}
+
+impl DurableWait {
+    /// A WAIT for `replicas` replicas within `timeout_ms`.
+    pub fn new(replicas: u32, timeout_ms: u64) -> Self {
+        let mut cmd = BytesMut::new();
+        encode::command(
+            &mut cmd,
+            &[
+                b"WAIT",
+                replicas.to_string().as_bytes(),
+                timeout_ms.to_string().as_bytes(),
+            ],
+        );
+        Self {
+            command: cmd.freeze(),
+            replicas: replicas.into(),
+            timeout_ms,
+        }
+    }
+
+    /// The reply the client gets: the command's own reply when enough replicas confirmed it
+    /// (or when it failed, so there was nothing to replicate), else an error saying so.
+    fn verdict(&self, reply: Bytes, kind: ReplyKind, wait_reply: &[u8]) -> (Bytes, ReplyKind) {
+        if kind == ReplyKind::Error {
+            return (reply, kind);
+        }
+        let acked = parse_integer(wait_reply);
+        if acked.is_some_and(|n| n >= self.replicas) {
+            return (reply, kind);
+        }
+        let mut out = BytesMut::new();
+        encode::error(
+            &mut out,
+            &format!(
+                "ERR slotway: the write was applied on the primary but only {} of {} replica(s) confirmed it within {} ms; it may not be durable",
+                acked.map_or_else(|| "an unknown number".to_string(), |n| n.to_string()),
+                self.replicas,
+                self.timeout_ms
+            ),
+        );
+        (out.freeze(), ReplyKind::Error)
+    }
+}
+
+/// The value of an integer reply (`:N\r\n`).
+fn parse_integer(frame: &[u8]) -> Option<i64> {
+    let body = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(body).ok()?.parse().ok()
 }
 
 /// Handle to one backend connection; cheap to clone.
@@ -82,7 +144,11 @@ impl BackendConn {
     pub async fn send(&self, req: BackendRequest) {
         let req = match self.tx.try_send(req) {
             Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(r)) => r,
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                // The per-node queue bound is hit: this client now waits (backpressure).
+                metrics::counter!("slotway_backend_queue_full_total").increment(1);
+                r
+            }
             Err(mpsc::error::TrySendError::Closed(r)) => {
                 return fail(r, BackendError::NotSent(self.addr.to_string()))
             }
@@ -107,6 +173,9 @@ enum InFlight {
         reply: ReplyTo,
         raw: Bytes,
         sent_at: Instant,
+        /// Durable mode: followed by a `WAIT`; holds the command's own reply until the
+        /// WAIT's reply arrives.
+        durable: Option<Option<(Bytes, ReplyKind)>>,
     },
 }
 
@@ -224,9 +293,12 @@ async fn connect(s: &ConnSettings) -> Result<TcpStream, ConnError> {
     let mut expected = 0;
     if let Some((user, pass)) = &s.auth {
         if user.is_empty() {
-            encode::command(&mut hello, &[b"AUTH", pass.as_bytes()]);
+            encode::command(&mut hello, &[b"AUTH", pass.expose().as_bytes()]);
         } else {
-            encode::command(&mut hello, &[b"AUTH", user.as_bytes(), pass.as_bytes()]);
+            encode::command(
+                &mut hello,
+                &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()],
+            );
         }
         expected += 1;
     }
@@ -282,7 +354,7 @@ async fn serve(
     s: &ConnSettings,
 ) -> Result<(), ConnError> {
     let (rd, wr) = stream.into_split();
-    let writer = write_loop(wr, rx, fifo);
+    let writer = write_loop(wr, rx, fifo, s.wait.clone());
     let reader = read_loop(rd, fifo, s);
     tokio::pin!(writer, reader);
     tokio::select! {
@@ -319,6 +391,7 @@ async fn write_loop(
     mut wr: OwnedWriteHalf,
     rx: &mut mpsc::Receiver<BackendRequest>,
     fifo: &Fifo,
+    wait: Option<DurableWait>,
 ) -> Result<(), ConnError> {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut buf = BytesMut::new();
@@ -343,10 +416,18 @@ async fn write_loop(
                 } else {
                     buf.extend_from_slice(&req.raw);
                 }
+                let durable = match (&wait, req.durable) {
+                    (Some(w), true) => {
+                        buf.extend_from_slice(&w.command);
+                        Some(None)
+                    }
+                    _ => None,
+                };
                 q.push_back(InFlight::Request {
                     reply: req.reply,
                     raw: req.raw,
                     sent_at: now,
+                    durable,
                 });
             }
         }
@@ -362,6 +443,49 @@ async fn write_loop(
     }
 }
 
+/// A reply frame is for the FIFO's head. Returns the request it completes, if any (an
+/// `ASKING` reply completes nothing; a durable request's own reply waits for its `WAIT`).
+fn take_answered(
+    fifo: &Fifo,
+    frame: Bytes,
+    kind: ReplyKind,
+    wait: Option<&DurableWait>,
+) -> Result<Option<(ReplyTo, Bytes, Bytes, ReplyKind)>, ConnError> {
+    let mut q = fifo.lock().unwrap_or_else(PoisonError::into_inner);
+    match q.front_mut() {
+        None => return Err(ConnError::Protocol("reply without a request".into())),
+        Some(InFlight::Asking) => {
+            q.pop_front();
+            return Ok(None);
+        }
+        Some(InFlight::Request {
+            durable: Some(held @ None),
+            ..
+        }) => {
+            *held = Some((frame, kind));
+            return Ok(None);
+        }
+        Some(InFlight::Request { .. }) => {}
+    }
+    let Some(InFlight::Request {
+        reply,
+        raw,
+        durable,
+        ..
+    }) = q.pop_front()
+    else {
+        return Ok(None);
+    };
+    drop(q);
+    Ok(Some(match (durable, wait) {
+        (Some(Some((own, own_kind))), Some(w)) => {
+            let (out, kind) = w.verdict(own, own_kind, &frame);
+            (reply, raw, out, kind)
+        }
+        _ => (reply, raw, frame, kind),
+    }))
+}
+
 async fn read_loop(mut rd: OwnedReadHalf, fifo: &Fifo, s: &ConnSettings) -> Result<(), ConnError> {
     let mut buf = BytesMut::new();
     let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
@@ -371,16 +495,9 @@ async fn read_loop(mut rd: OwnedReadHalf, fifo: &Fifo, s: &ConnSettings) -> Resu
             .map_err(|e| ConnError::Protocol(e.to_string()))?
         {
             let frame = buf.split_to(r.len).freeze();
-            let entry = fifo
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
-            match entry {
-                Some(InFlight::Request { reply, raw, .. }) => {
-                    deliver(reply, raw, Outcome::Reply(frame, r.kind))
-                }
-                Some(InFlight::Asking) => {}
-                None => return Err(ConnError::Protocol("reply without a request".into())),
+            match take_answered(fifo, frame, r.kind, s.wait.as_ref())? {
+                Some((reply, raw, frame, kind)) => deliver(reply, raw, Outcome::Reply(frame, kind)),
+                None => continue,
             }
         }
         if buf.len() > s.max_reply_bytes {

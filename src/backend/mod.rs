@@ -4,7 +4,7 @@
 mod conn;
 mod pool;
 
-pub use conn::{BackendConn, ConnSettings};
+pub use conn::{BackendConn, ConnSettings, DurableWait};
 pub use pool::{Backends, NodePool};
 
 use bytes::Bytes;
@@ -37,6 +37,9 @@ pub struct BackendRequest {
     pub raw: Bytes,
     /// Precede the command with `ASKING` (one-off redirect during a slot migration).
     pub asking: bool,
+    /// Follow the command with the connection's `WAIT` and acknowledge only once enough
+    /// replicas confirmed (durable-write mode).
+    pub durable: bool,
     /// Where the reply goes.
     pub reply: ReplyTo,
 }

@@ -17,12 +17,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backends, ConnSettings};
+use crate::backend::{Backends, ConnSettings, DurableWait};
 use crate::cluster::fetch::FetchOptions;
 use crate::cluster::refresh::{spawn_refresher, RefreshConfig, TopologyHandle};
 use crate::command::CommandTable;
 use crate::config::{ms, Config};
 use crate::protocol::ScanLimits;
+use crate::security::{limits, Security, SecurityError};
 use router::Router;
 
 /// Why the proxy could not start.
@@ -39,6 +40,9 @@ pub enum ProxyError {
     /// No seed node was configured.
     #[error("no seed nodes configured (set `seeds` or --seeds)")]
     NoSeeds,
+    /// Authentication or policy settings are unusable (e.g. a password file is missing).
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 /// State shared by every session.
@@ -50,6 +54,8 @@ pub struct Shared {
     pub router: Arc<Router>,
     /// Request scanner limits derived from the config.
     pub scan_limits: ScanLimits,
+    /// Client authentication and command rules.
+    pub security: Security,
 }
 
 /// A running proxy.
@@ -64,10 +70,12 @@ pub struct Proxy {
 impl Proxy {
     /// Binds the listener, starts topology discovery and begins accepting clients.
     /// Returns without waiting for the cluster: clients get a clear error until it is known.
-    pub async fn start(config: Config) -> Result<Self, ProxyError> {
+    pub async fn start(mut config: Config) -> Result<Self, ProxyError> {
         if config.seeds.is_empty() {
             return Err(ProxyError::NoSeeds);
         }
+        crate::security::resolve_upstream(&mut config.cluster)?;
+        let security = Security::from_config(&config)?;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -85,7 +93,11 @@ impl Proxy {
             conn_template(&config),
             config.backend.connections_per_node,
         ));
-        let router = Arc::new(Router::new(backends, CommandTable::builtin()));
+        let router = Arc::new(Router::new(
+            backends,
+            CommandTable::builtin(),
+            config.cluster.read_policy(),
+        ));
         let topology = start_refresher(&config, &router, shutdown.clone());
         router.attach(topology.clone());
         spawn_command_learning(
@@ -102,6 +114,7 @@ impl Proxy {
             },
             config,
             router,
+            security,
         });
         let tasks = TaskTracker::new();
         tasks.spawn(accept_loop(
@@ -156,10 +169,16 @@ fn conn_template(config: &Config) -> ConnSettings {
         max_reply_bytes: b.max_reply_bytes,
         auth: auth(config),
         readonly: false,
+        wait: config.cluster.durable_writes.then(|| {
+            DurableWait::new(
+                config.cluster.durable_replicas,
+                config.cluster.durable_timeout_ms,
+            )
+        }),
     }
 }
 
-fn auth(config: &Config) -> Option<(String, String)> {
+fn auth(config: &Config) -> Option<(String, crate::security::Secret)> {
     let c = &config.cluster;
     (!c.password.is_empty()).then(|| (c.username.clone(), c.password.clone()))
 }
@@ -261,6 +280,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            limits::count_rejected("max_clients");
             tasks.spawn(refuse(stream));
             continue;
         };

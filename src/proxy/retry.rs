@@ -34,6 +34,8 @@ pub struct Origin {
     pub reply: ReplyTo,
     /// The session's connection choice within each node pool.
     pub affinity: usize,
+    /// Send with the durable-write `WAIT`.
+    pub durable: bool,
 }
 
 /// One request to send again.
@@ -120,6 +122,7 @@ async fn run(r: Retry) {
         BackendRequest {
             raw: r.raw,
             asking: r.asking,
+            durable: r.origin.durable,
             reply: r.origin.reply,
         },
         r.origin.affinity,

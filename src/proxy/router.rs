@@ -9,15 +9,19 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::backend::{BackendError, Backends, NodePool};
 use crate::cluster::refresh::TopologyHandle;
-use crate::cluster::topology::Topology;
+use crate::cluster::topology::{Health, Topology};
 use crate::command::CommandTable;
+use crate::config::ReadPolicy;
 
-/// An immutable view: the topology plus the pool of each shard's primary.
+/// An immutable view: the topology plus the pools of each shard's primary and replicas.
 #[derive(Debug)]
 pub struct RoutingTable {
     /// The snapshot this table was built from.
     pub topology: Arc<Topology>,
     primaries: Vec<Arc<NodePool>>,
+    /// Per shard, the pools (sending `READONLY`) of replicas reported online; empty unless a
+    /// replica read policy is configured.
+    replicas: Vec<Vec<Arc<NodePool>>>,
 }
 
 impl RoutingTable {
@@ -38,6 +42,28 @@ impl RoutingTable {
     pub fn primaries(&self) -> &[Arc<NodePool>] {
         &self.primaries
     }
+
+    /// The pool a read-only command for `slot` goes to under `policy`: a connected replica of
+    /// the slot's shard (chosen by `pick`), else the primary.
+    pub fn reader_for_slot(
+        &self,
+        slot: u16,
+        policy: ReadPolicy,
+        pick: usize,
+    ) -> Option<&Arc<NodePool>> {
+        let shard = self.topology.shard_of_slot(slot)?;
+        if policy != ReadPolicy::Primary {
+            let replicas = self.replicas.get(shard).map_or(&[][..], Vec::as_slice);
+            let n = replicas.len();
+            let found = (0..n)
+                .map(|i| &replicas[(pick + i) % n])
+                .find(|p| p.is_connected());
+            if found.is_some() {
+                return found;
+            }
+        }
+        self.primaries.get(shard)
+    }
 }
 
 /// Shared routing state of the proxy.
@@ -47,6 +73,7 @@ pub struct Router {
     backends: Arc<Backends>,
     topology: OnceLock<TopologyHandle>,
     rotate: AtomicUsize,
+    read_policy: ReadPolicy,
     asks: AtomicU64,
 }
 
@@ -58,8 +85,9 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     /// A router with no topology yet.
-    pub fn new(backends: Arc<Backends>, commands: CommandTable) -> Self {
+    pub fn new(backends: Arc<Backends>, commands: CommandTable, read_policy: ReadPolicy) -> Self {
         Self {
+            read_policy,
             table: ArcSwapOption::empty(),
             commands: ArcSwap::from_pointee(commands),
             backends,
@@ -89,9 +117,26 @@ impl Router {
                 self.backends.pool(node.addr, false)
             })
             .collect();
+        let replicas = topology
+            .shards
+            .iter()
+            .map(|shard| {
+                if self.read_policy == ReadPolicy::Primary {
+                    return Vec::new();
+                }
+                shard
+                    .replicas
+                    .iter()
+                    .map(|&i| &topology.nodes[i])
+                    .filter(|n| n.health == Health::Online)
+                    .map(|n| self.backends.pool(n.addr, true))
+                    .collect()
+            })
+            .collect();
         self.table.store(Some(Arc::new(RoutingTable {
             topology: topology.clone(),
             primaries,
+            replicas,
         })));
         let known: Vec<SocketAddr> = topology.nodes.iter().map(|n| n.addr).collect();
         self.backends.retain(|addr| known.contains(&addr));
@@ -115,6 +160,11 @@ impl Router {
     /// The pool for a node named by a redirect.
     pub fn pool_for_addr(&self, addr: SocketAddr) -> Arc<NodePool> {
         self.backends.pool(addr, false)
+    }
+
+    /// The configured read policy.
+    pub fn read_policy(&self) -> ReadPolicy {
+        self.read_policy
     }
 
     /// A rotating counter for spreading keyless commands over primaries.

@@ -21,9 +21,12 @@ use super::classify::{classify, Decision, LocalCmd};
 use super::retry::{self, Origin, Retry};
 use super::Shared;
 use crate::backend::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, Tag};
+use crate::config::ReadPolicy;
 use crate::protocol::{
     encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner, ServerError,
 };
+use crate::security::limits::{self, IdleTimer};
+use crate::security::ClientState;
 
 /// A request awaiting its reply, or a reply waiting for earlier ones to be written.
 enum Pending {
@@ -41,6 +44,8 @@ struct Waiting {
     redirects: u32,
     /// Re-sends after transient errors or failures so far.
     attempts: u32,
+    /// A write in durable mode: sent with `WAIT`.
+    durable: bool,
     /// When retrying stops; set at the first retry.
     deadline: Option<Instant>,
 }
@@ -55,9 +60,14 @@ pub enum SessionError {
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let limits = shared.scan_limits;
+    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let idle = IdleTimer::new(crate::config::ms(shared.config.client.idle_timeout_ms));
     let mut session = Session {
+        sec: shared.security.client(id as u64),
+        idle,
+        write_blocked: false,
+        capped: false,
         stream,
         shared,
         rbuf: BytesMut::new(),
@@ -66,11 +76,12 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         keys: Vec::new(),
         pending: VecDeque::new(),
         base_seq: 0,
-        tx,
+        tx: None,
+        rx: None,
         closing: false,
-        id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+        id,
     };
-    if let Err(e) = session.serve(rx, shutdown).await {
+    if let Err(e) = session.serve(shutdown).await {
         tracing::debug!(error = %e, "client session ended");
     }
 }
@@ -88,38 +99,61 @@ struct Session {
     pending: VecDeque<Pending>,
     /// Sequence number of `pending[0]`.
     base_seq: u64,
-    tx: mpsc::UnboundedSender<Completion>,
+    /// The completion channel, created on the first forwarded request so an idle client
+    /// costs no channel memory.
+    tx: Option<mpsc::UnboundedSender<Completion>>,
+    rx: Option<mpsc::UnboundedReceiver<Completion>>,
     /// No more requests are read (QUIT, protocol error, client EOF or shutdown).
     closing: bool,
     /// Picks this client's connection in each node pool.
     id: usize,
+    /// Authentication state and compiled command rules.
+    sec: ClientState,
+    /// Closes the client after `client.idle_timeout_ms` without traffic.
+    idle: IdleTimer,
+    /// The last write stopped at a full socket; wait for writability before trying again.
+    write_blocked: bool,
+    /// Reading is paused at the in-flight cap (counted once per pause).
+    capped: bool,
 }
 
 /// Session ids, spreading clients over each node's connections.
 static NEXT_SESSION_ID: AtomicUsize = AtomicUsize::new(0);
 
 impl Session {
-    async fn serve(
-        &mut self,
-        mut rx: mpsc::UnboundedReceiver<Completion>,
-        shutdown: CancellationToken,
-    ) -> Result<(), SessionError> {
-        let mut completions = Vec::with_capacity(64);
+    async fn serve(&mut self, shutdown: CancellationToken) -> Result<(), SessionError> {
+        // Grows on first use only: idle clients hold no buffers.
+        let mut completions = Vec::new();
         let max_inflight = self.shared.config.client.max_inflight;
+        let output_limit = self.shared.config.client.output_buffer_limit_bytes;
         loop {
             if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
                 // Requests left buffered when the in-flight cap was hit: the socket will not
                 // signal them again.
                 self.dispatch_all().await;
             }
-            self.flush().await?;
-            if self.closing && self.pending.is_empty() {
+            self.flush()?;
+            if limits::over_output_limit(self.wbuf.len(), output_limit) {
+                // A client that does not read its replies must not make the proxy grow.
+                limits::count_disconnect("output_buffer_limit");
+                tracing::debug!(
+                    buffered = self.wbuf.len(),
+                    "client over the output buffer limit"
+                );
+                return Ok(());
+            }
+            if self.closing && self.pending.is_empty() && self.wbuf.is_empty() {
                 return Ok(());
             }
             let can_read = !self.closing && self.pending.len() < max_inflight;
+            let capped = !can_read && !self.closing;
+            if capped && !self.capped {
+                limits::count_inflight_cap();
+            }
+            self.capped = capped;
             tokio::select! {
                 biased;
-                _ = rx.recv_many(&mut completions, 256) => {
+                _ = recv_completions(&mut self.rx, &mut completions) => {
                     for c in completions.drain(..) {
                         self.on_completion(c);
                     }
@@ -135,6 +169,16 @@ impl Session {
                     // Drain: stop reading, finish what the client already sent.
                     self.closing = true;
                 }
+                ready = self.stream.writable(), if self.write_blocked => {
+                    ready?;
+                    self.write_blocked = false;
+                }
+                _ = self.idle.tick() => {
+                    if self.idle.expired(!self.pending.is_empty()) {
+                        limits::count_disconnect("idle_timeout");
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -148,7 +192,7 @@ impl Session {
         }
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
-            Ok(_) => {}
+            Ok(_) => self.idle.touch(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e.into()),
         }
@@ -166,6 +210,7 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => {
                     // Redis answers a protocol error and closes the connection.
+                    limits::count_protocol_error(&e);
                     self.push_error(&format!("ERR {e}"));
                     self.rbuf.clear();
                     self.closing = true;
@@ -183,6 +228,7 @@ impl Session {
                     match inline_to_multibulk(&line) {
                         Ok(raw) => self.dispatch_rescanned(raw).await,
                         Err(e) => {
+                            limits::count_protocol_error(&e);
                             self.push_error(&format!("ERR {e}"));
                             self.closing = true;
                         }
@@ -218,7 +264,18 @@ impl Session {
         if args.is_empty() {
             return;
         }
-        let decision = classify(&self.shared.router.commands(), &raw, args, &mut self.keys);
+        let commands = self.shared.router.commands();
+        let stream = &self.stream;
+        let peer = || stream.peer_addr().ok();
+        if let Some(reply) =
+            self.shared
+                .security
+                .check(&mut self.sec, &commands, &raw, args, &mut self.keys, peer)
+        {
+            return self.push_reply(reply);
+        }
+        let decision = classify(&commands, &raw, args, &mut self.keys);
+        drop(commands);
         match decision {
             Decision::Forward { slot, readonly } => {
                 let waiting = Waiting {
@@ -226,6 +283,7 @@ impl Session {
                     readonly,
                     redirects: 0,
                     attempts: 0,
+                    durable: !readonly && self.shared.config.cluster.durable_writes,
                     deadline: None,
                 };
                 self.forward(raw, waiting).await;
@@ -245,6 +303,13 @@ impl Session {
             match table.as_ref() {
                 None => None,
                 Some(t) => match waiting.slot {
+                    Some(s) if waiting.readonly => {
+                        let pick = match router.read_policy() {
+                            ReadPolicy::ReplicaRoundRobin => router.next_rotation(),
+                            _ => self.id,
+                        };
+                        t.reader_for_slot(s, router.read_policy(), pick).cloned()
+                    }
                     Some(s) => t.primary_for_slot(s).cloned(),
                     None => t.any_primary(router.next_rotation()).cloned(),
                 },
@@ -259,10 +324,12 @@ impl Session {
             };
             return self.push_error(msg);
         };
+        let durable = waiting.durable;
         let tag = self.push_pending(Pending::Waiting(waiting));
         let req = BackendRequest {
             raw,
             asking: false,
+            durable,
             reply: self.reply_to(tag),
         };
         pool.send(req, self.id).await;
@@ -353,11 +420,12 @@ impl Session {
             let w = self.waiting(idx);
             (w.slot, w.attempts)
         };
-        retry::spawn(Retry::reroute(self.origin(tag), raw, slot, attempts).avoiding(failed));
+        retry::spawn(Retry::reroute(self.origin(idx, tag), raw, slot, attempts).avoiding(failed));
     }
 
-    fn origin(&self, tag: Tag) -> Origin {
+    fn origin(&mut self, idx: usize, tag: Tag) -> Origin {
         Origin {
+            durable: self.waiting(idx).durable,
             router: self.shared.router.clone(),
             reply: self.reply_to(tag),
             affinity: self.id,
@@ -384,7 +452,12 @@ impl Session {
                     return Some(frame);
                 }
                 let target = addr.to_string();
-                retry::spawn(Retry::redirect(self.origin(tag), raw, target, Some(slot)));
+                retry::spawn(Retry::redirect(
+                    self.origin(idx, tag),
+                    raw,
+                    target,
+                    Some(slot),
+                ));
                 None
             }
             ServerError::Ask { addr, .. } => {
@@ -393,7 +466,7 @@ impl Session {
                 }
                 router.note_ask();
                 let target = addr.to_string();
-                retry::spawn(Retry::redirect(self.origin(tag), raw, target, None));
+                retry::spawn(Retry::redirect(self.origin(idx, tag), raw, target, None));
                 None
             }
             e @ (ServerError::TryAgain
@@ -435,11 +508,16 @@ impl Session {
         }
     }
 
-    fn reply_to(&self, tag: Tag) -> ReplyTo {
-        ReplyTo {
-            tx: self.tx.clone(),
-            tag,
-        }
+    fn reply_to(&mut self, tag: Tag) -> ReplyTo {
+        let tx = match &self.tx {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.rx = Some(rx);
+                self.tx.insert(tx).clone()
+            }
+        };
+        ReplyTo { tx, tag }
     }
 
     /// Moves every reply at the front of `pending` that is ready into the write buffer.
@@ -452,24 +530,41 @@ impl Session {
         }
     }
 
-    /// Writes the write buffer out completely.
-    async fn flush(&mut self) -> Result<(), SessionError> {
+    /// Writes as much of the write buffer as the socket takes without waiting; the rest
+    /// stays buffered (counted against the output limit) until the socket is writable.
+    fn flush(&mut self) -> Result<(), SessionError> {
         self.collect_ready();
-        let mut data: &[u8] = &self.wbuf;
-        while !data.is_empty() {
-            match self.stream.try_write(data) {
-                Ok(n) => data = &data[n..],
+        while !self.wbuf.is_empty() && !self.write_blocked {
+            match self.stream.try_write(&self.wbuf) {
+                Ok(n) => {
+                    self.wbuf.advance(n);
+                    self.idle.touch();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.stream.writable().await?;
+                    self.write_blocked = true;
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        if !self.wbuf.is_empty() {
+            return Ok(());
         }
         self.wbuf.clear();
         if self.wbuf.capacity() > 1 << 20 {
             self.wbuf = BytesMut::new();
         }
         Ok(())
+    }
+}
+
+/// Waits for completions; forever while the session has never forwarded anything.
+async fn recv_completions(
+    rx: &mut Option<mpsc::UnboundedReceiver<Completion>>,
+    out: &mut Vec<Completion>,
+) -> usize {
+    match rx {
+        Some(rx) => rx.recv_many(out, 256).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""End-to-end load benchmark: slotway in front of a 3-primary cluster vs one standalone Redis.
+
+Starts `slotway local --replicas 0` (3 primaries, appendonly yes, as the standalone server) and
+a standalone redis-server, then runs redis-benchmark against both in alternation, several
+repetitions, and prints per target: requests/s, p50/p99 latency, slotway's CPU time per
+request (utime+stime from /proc over the run), medians and the ratio to direct. Then a memory
+run: slotway's RSS with N idle client connections.
+
+Usage: benches/load.py [--reps 3] [--requests 200000] [--idle 10000] [--binary PATH]
+Needs redis-server and redis-benchmark (tests/install-deps.sh) and a release build
+(`cargo build --release`; --binary overrides target/release/slotway). Every process it starts
+is stopped on exit. Only loopback addresses are used; every run is bounded by -n.
+"""
+
+import argparse
+import csv
+import io
+import os
+import random
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# (name, redis-benchmark test, pipeline depth)
+SCENARIOS = [
+    ("SET P1", "set", 1),
+    ("GET P1", "get", 1),
+    ("SET P16", "set", 16),
+    ("GET P16", "get", 16),
+    ("MSET10 P1", "mset", 1),
+]
+
+
+def free_base(count):
+    """A base port with `count` consecutive free ports (and bus ports +10000)."""
+    for _ in range(500):
+        base = random.randint(11000, 21000)
+        ok = True
+        for p in [base + i for i in range(count)] + [base + 10000 + i for i in range(count)]:
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+            if not ok:
+                break
+        if ok:
+            return base
+    sys.exit("no free port range")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15; after the ")" split they are at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_port(port, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    sys.exit(f"port {port} never answered PING")
+
+
+def wait_routing(port, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"SET __bench_probe 1\r\n")
+                if s.recv(64).startswith(b"+OK"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    sys.exit("slotway never started routing")
+
+
+def bench(port, test, pipeline, requests):
+    out = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test,
+         "-P", str(pipeline), "-n", str(requests), "-c", "50", "-r", "100000", "--csv"],
+        check=True, capture_output=True, text=True, timeout=600,
+    ).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    row = rows[-1]
+    return float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"])
+
+
+def idle_clients(port, count):
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        socks.append(s)
+    # One round trip on the last connection: every earlier one has been accepted by now.
+    socks[-1].sendall(b"PING\r\n")
+    socks[-1].recv(16)
+    return socks
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "slotway"))
+    ap.add_argument("--only", help="comma-separated scenario names to run (default: all)")
+    args = ap.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = args.idle + 1024
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(want, soft), hard), hard))
+
+    procs = []
+    tmp = tempfile.TemporaryDirectory(prefix="slotway-load-")
+
+    def cleanup(*_):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        tmp.cleanup()
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        nodes_base = free_base(3)
+        direct_port, proxy_port = free_port(), free_port()
+        # slotway inherits our raised descriptor limit (needed for the idle run).
+        slotway = subprocess.Popen(
+            [args.binary, "local", "--replicas", "0", "--base-port", str(nodes_base),
+             "--listen", f"127.0.0.1:{proxy_port}", "--data-dir", os.path.join(tmp.name, "cluster")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "SLOTWAY_LOG_LEVEL": "warn",
+                 "SLOTWAY_CLIENT_MAX_CONNECTIONS": str(args.idle + 100)},
+        )
+        procs.append(slotway)
+        standalone_dir = os.path.join(tmp.name, "standalone")
+        os.makedirs(standalone_dir)
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(direct_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--dir", standalone_dir, "--daemonize", "no",
+             "--logfile", os.path.join(standalone_dir, "log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        procs.append(redis)
+        wait_port(direct_port)
+        wait_routing(proxy_port)
+
+        scenarios = SCENARIOS
+        if args.only:
+            wanted = {s.strip() for s in args.only.split(",")}
+            scenarios = [s for s in SCENARIOS if s[0] in wanted]
+        results = {}
+        for rep in range(args.reps):
+            for name, test, pipeline in scenarios:
+                for target, port in (("direct", direct_port), ("slotway", proxy_port)):
+                    cpu0 = cpu_seconds(slotway.pid)
+                    rps, p50, p99 = bench(port, test, pipeline, args.requests)
+                    cpu_us = (cpu_seconds(slotway.pid) - cpu0) / args.requests * 1e6
+                    results.setdefault((name, target), []).append((rps, p50, p99, cpu_us))
+                    print(f"rep {rep + 1} {name:10} {target:8} {rps:>10.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms"
+                          + (f"  slotway CPU {cpu_us:.2f} us/req" if target == "slotway" else ""),
+                          flush=True)
+
+        print()
+        print(f"medians over {args.reps} repetitions, -c 50 -r 100000 -n {args.requests}:")
+        print(f"{'scenario':10} {'direct req/s':>12} {'slotway req/s':>13} {'ratio':>6} "
+              f"{'p50 d/s ms':>13} {'p99 d/s ms':>13} {'CPU us/req':>10}")
+        for name, _, _ in scenarios:
+            d = results[(name, "direct")]
+            s = results[(name, "slotway")]
+            med = lambda rows, i: statistics.median(r[i] for r in rows)
+            print(f"{name:10} {med(d, 0):>12.0f} {med(s, 0):>13.0f} {med(s, 0) / med(d, 0):>6.2f} "
+                  f"{med(d, 1):>6.3f}/{med(s, 1):<6.3f} {med(d, 2):>6.3f}/{med(s, 2):<6.3f} {med(s, 3):>10.2f}")
+
+        if args.idle > 0:
+            before = rss_kib(slotway.pid)
+            socks = idle_clients(proxy_port, args.idle)
+            time.sleep(1)  # let the allocator settle; nothing is waited on
+            after = rss_kib(slotway.pid)
+            print()
+            print(f"idle clients: {args.idle}; slotway RSS {before} KiB -> {after} KiB; "
+                  f"{(after - before) / args.idle:.2f} KiB per idle connection")
+            for s in socks:
+                s.close()
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
