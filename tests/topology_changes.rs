@@ -135,3 +135,65 @@ fn a_proxy_started_before_its_cluster_answers_quickly_then_routes() {
         "up"
     );
 }
+
+#[test]
+fn a_cluster_announcing_host_names_is_routed_and_redirects_followed() {
+    // Every node announces the name `localhost` and prefers it as its endpoint, so topology
+    // replies and -MOVED / -ASK carry `localhost:port` instead of an IP.
+    let cluster = TestCluster::start_configured(3, 2, |o| {
+        o.extra_config.extend([
+            (
+                "cluster-announce-hostname".to_string(),
+                "localhost".to_string(),
+            ),
+            (
+                "cluster-preferred-endpoint-type".to_string(),
+                "hostname".to_string(),
+            ),
+        ]);
+    });
+    let proxy = TestProxy::start(cluster.seeds());
+    {
+        let table = proxy.shared().router.table();
+        let t = table.as_ref().expect("a topology");
+        assert!(
+            t.topology.nodes.iter().all(|n| n.endpoint == "localhost"),
+            "{:?}",
+            t.topology.nodes
+        );
+    }
+    let from = cluster.primary_index_for_slot(0);
+    let to = cluster.primary_index_for_slot(16383);
+    let moving: Vec<u16> = (0..32).collect();
+    let load = Load::start(
+        proxy.addr(),
+        LoadOptions {
+            clients: 8,
+            prefix: "named".into(),
+            slots: moving.clone(),
+            ..LoadOptions::default()
+        },
+    );
+    assert!(load.wait_progress(500, Duration::from_secs(60)));
+    cluster.migrate_slots(&moving, from, to, Duration::from_millis(5));
+    cluster.wait_slots_owned(&moving, to, Duration::from_secs(30));
+    assert!(load.wait_progress(500, Duration::from_secs(60)));
+    let report = load.stop();
+    println!(
+        "ASK followed {} times; {} ok, errors {:?}",
+        proxy.ask_redirects(),
+        report.successes(),
+        report.errors_by_kind()
+    );
+    assert!(
+        report.errors.is_empty(),
+        "{:?}",
+        &report.errors[..report.errors.len().min(5)]
+    );
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+    assert!(report.lost_writes(proxy.addr()).is_empty());
+    assert!(
+        proxy.ask_redirects() > 0,
+        "no -ASK with a host name was followed"
+    );
+}

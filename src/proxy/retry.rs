@@ -213,5 +213,11 @@ async fn resolve(addr: &str) -> Option<SocketAddr> {
     if host.is_empty() {
         return None;
     }
-    tokio::net::lookup_host((host, port)).await.ok()?.next()
+    // As the topology does (cluster::resolve): IPv4 first, since nodes commonly bind only it.
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await.ok()?.collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
 }

@@ -330,15 +330,28 @@ impl TestCluster {
     }
 }
 
-/// Turns a CLUSTER SLOTS node entry into `host:port`; an empty or `?` host means the
-/// node that answered.
+/// Turns a CLUSTER SLOTS node entry into `ip:port`; an empty or `?` host means the node
+/// that answered, and a host name (`cluster-preferred-endpoint-type hostname`) is resolved,
+/// IPv4 first.
 fn endpoint(entry: &Reply, answering: SocketAddr) -> String {
     let items = entry.as_array().expect("node entry");
     let host = items[0].as_text().unwrap_or_default();
     let port = u16::try_from(items[1].as_int().expect("port")).expect("port range");
     let ip: IpAddr = match host.as_str() {
         "" | "?" => answering.ip(),
-        h => h.parse().expect("CLUSTER SLOTS gives IPs for local nodes"),
+        h => h.parse().unwrap_or_else(|_| {
+            use std::net::ToSocketAddrs;
+            let found: Vec<SocketAddr> = (h, port)
+                .to_socket_addrs()
+                .expect("resolve a node's host name")
+                .collect();
+            found
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(found.first())
+                .expect("host name resolves")
+                .ip()
+        }),
     };
     SocketAddr::new(ip, port).to_string()
 }
