@@ -68,6 +68,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Commands refused for every client.
     pub policy: PolicyConfig,
+    /// How cluster-wide and cluster-mode commands are answered.
+    pub commands: CommandsConfig,
     /// Logging.
     pub log: LogConfig,
     /// Async runtime.
@@ -189,6 +191,23 @@ pub struct ClientConfig {
     pub drain_grace_ms: u64,
 }
 
+/// How the proxy answers commands that span the cluster or describe it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// Answer `CLUSTER INFO/SLOTS/SHARDS/NODES/MYID` as a one-node cluster owning every slot at
+    /// the proxy's own address, so cluster-mode clients work through it (default true).
+    pub cluster_emulation: bool,
+    /// `host:port` the emulated cluster announces; empty = the address each client connected
+    /// to (default empty).
+    pub announce_address: String,
+    /// Let clients run `CONFIG SET` / `CONFIG REWRITE` on every node (default false: refused).
+    pub allow_config_set: bool,
+    /// Script bodies remembered (least recently used dropped first) to answer `NOSCRIPT` by
+    /// loading the script on the node; 0 disables it (default 1024).
+    pub script_cache_entries: usize,
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -210,8 +229,20 @@ impl Default for Config {
             client: ClientConfig::default(),
             auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
+            commands: CommandsConfig::default(),
             log: LogConfig::default(),
             runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            cluster_emulation: true,
+            announce_address: String::new(),
+            allow_config_set: false,
+            script_cache_entries: 1024,
         }
     }
 }
@@ -389,6 +420,13 @@ impl Config {
         }
         self.auth.validate()?;
         self.policy.validate()?;
+        let announce = &self.commands.announce_address;
+        if !announce.is_empty() && !valid_host_port(announce) {
+            return Err(ConfigError::Invalid {
+                key: "commands.announce_address",
+                reason: format!("expected host:port, got {announce:?}"),
+            });
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
                 key: "log.format",
@@ -416,6 +454,18 @@ impl Config {
 }
 
 const ENV_PREFIX: &str = "SLOTWAY_";
+
+/// True for `host:port` with a non-empty host (IPv6 in brackets or bare) and a non-zero port.
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}
 
 /// Overlays `top` onto `base`, table by table.
 fn merge(base: &mut toml::Value, top: toml::Value) {
@@ -570,6 +620,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.cluster.read_policy(), ReadPolicy::PreferReplica);
+    }
+
+    #[test]
+    fn commands_settings() {
+        let cfg = Config::default();
+        assert!(cfg.commands.cluster_emulation);
+        assert!(!cfg.commands.allow_config_set);
+        assert_eq!(cfg.commands.announce_address, "");
+        assert_eq!(cfg.commands.script_cache_entries, 1024);
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("SLOTWAY_COMMANDS_CLUSTER_EMULATION", "false"),
+                ("SLOTWAY_COMMANDS_ALLOW_CONFIG_SET", "true"),
+                ("SLOTWAY_COMMANDS_ANNOUNCE_ADDRESS", "proxy.example:6379"),
+                ("SLOTWAY_COMMANDS_SCRIPT_CACHE_ENTRIES", "0"),
+            ]),
+        )
+        .unwrap();
+        assert!(!cfg.commands.cluster_emulation);
+        assert!(cfg.commands.allow_config_set);
+        assert_eq!(cfg.commands.announce_address, "proxy.example:6379");
+        assert_eq!(cfg.commands.script_cache_entries, 0);
+        for bad in ["nope", ":6379", "host:0", "host:port", "a b:1"] {
+            let err =
+                Config::load(None, env(&[("SLOTWAY_COMMANDS_ANNOUNCE_ADDRESS", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("commands.announce_address"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(Config::keys().contains(&"commands.cluster_emulation".to_string()));
+    }
+
+    #[test]
+    fn example_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["local.toml", "kubernetes.toml"] {
+            let cfg = Config::load(Some(&dir.join(name)), Vec::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(cfg.commands.cluster_emulation, "{name}");
+            assert!(!cfg.commands.allow_config_set, "{name}");
+        }
     }
 
     #[test]

@@ -2,11 +2,18 @@
 //! start-up that wires them to the topology refresher and the backend pools.
 
 mod classify;
+pub mod emulation;
+mod fanout;
+pub mod info;
+pub mod merge;
 mod retry;
 pub mod router;
+pub mod scan;
+pub mod scripts;
 mod session;
+pub mod sha1;
 
-pub use classify::{classify, Decision, LocalCmd};
+pub use classify::{classify, Decision, Fan, LocalCmd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +63,8 @@ pub struct Shared {
     pub scan_limits: ScanLimits,
     /// Client authentication and command rules.
     pub security: Security,
+    /// Script bodies seen, for `NOSCRIPT` recovery.
+    pub scripts: scripts::ScriptCache,
 }
 
 /// A running proxy.
@@ -87,6 +96,7 @@ impl Proxy {
             addr: config.listen.clone(),
             source,
         })?;
+        info::mark_start();
         let config = Arc::new(config);
         let shutdown = CancellationToken::new();
         let backends = Arc::new(Backends::new(
@@ -112,6 +122,7 @@ impl Proxy {
                 max_multibulk_len: config.client.max_multibulk_len,
                 max_inline_len: config.client.max_inline_bytes,
             },
+            scripts: scripts::ScriptCache::new(config.commands.script_cache_entries),
             config,
             router,
             security,

@@ -17,10 +17,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{classify, Decision, LocalCmd};
+use super::classify::{classify, Decision, Fan, LocalCmd};
+use super::emulation::View;
+use super::fanout::{self, Fanout, Prepared};
 use super::retry::{self, Origin, Retry};
 use super::Shared;
-use crate::backend::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, Tag};
+use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
 use crate::config::ReadPolicy;
 use crate::protocol::{
     encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner, ServerError,
@@ -32,22 +34,38 @@ use crate::security::ClientState;
 enum Pending {
     Waiting(Waiting),
     Ready(Bytes),
+    /// A request split into parts (`Tag::part`), each with its own retry state.
+    Fanout(Box<Fanout>),
 }
 
 /// What a session remembers about a forwarded request, for redirects and retries.
-struct Waiting {
+pub(super) struct Waiting {
     /// The slot of its keys (None: any primary).
-    slot: Option<u16>,
+    pub(super) slot: Option<u16>,
     /// Safe to re-send after a lost connection.
-    readonly: bool,
+    pub(super) readonly: bool,
     /// MOVED/ASK redirects followed so far.
-    redirects: u32,
+    pub(super) redirects: u32,
     /// Re-sends after transient errors or failures so far.
-    attempts: u32,
+    pub(super) attempts: u32,
     /// A write in durable mode: sent with `WAIT`.
-    durable: bool,
+    pub(super) durable: bool,
     /// When retrying stops; set at the first retry.
-    deadline: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Waiting {
+    /// A request not yet retried.
+    pub(super) fn new(slot: Option<u16>, readonly: bool) -> Self {
+        Self {
+            slot,
+            readonly,
+            redirects: 0,
+            attempts: 0,
+            durable: false,
+            deadline: None,
+        }
+    }
 }
 
 /// Why a session ended abnormally (logged at debug level: clients come and go).
@@ -60,6 +78,7 @@ pub enum SessionError {
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let _counted = super::info::ClientGuard::new();
     let limits = shared.scan_limits;
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
     let idle = IdleTimer::new(crate::config::ms(shared.config.client.idle_timeout_ms));
@@ -80,6 +99,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         rx: None,
         closing: false,
         id,
+        written: Vec::new(),
     };
     if let Err(e) = session.serve(shutdown).await {
         tracing::debug!(error = %e, "client session ended");
@@ -115,6 +135,8 @@ struct Session {
     write_blocked: bool,
     /// Reading is paused at the in-flight cap (counted once per pause).
     capped: bool,
+    /// Primaries this client sent writes to since its last WAIT.
+    written: Vec<Arc<NodePool>>,
 }
 
 /// Session ids, spreading clients over each node's connections.
@@ -276,6 +298,16 @@ impl Session {
         }
         let decision = classify(&commands, &raw, args, &mut self.keys);
         drop(commands);
+        let decision = match decision {
+            Decision::Eval { slot, readonly } => {
+                // Remembered for NOSCRIPT recovery after a failover or resharding.
+                if let Some(body) = args.get(1) {
+                    self.shared.scripts.remember(&raw[body.clone()]);
+                }
+                Decision::Forward { slot, readonly }
+            }
+            d => d,
+        };
         match decision {
             Decision::Forward { slot, readonly } => {
                 let waiting = Waiting {
@@ -292,7 +324,58 @@ impl Session {
                 let args = args.to_vec();
                 self.local(cmd, &raw, &args);
             }
+            Decision::Fanout(fan) => {
+                let args = args.to_vec();
+                self.fanout(fan, raw, &args).await;
+            }
             Decision::Error(msg) => self.push_error(&msg),
+            Decision::Eval { .. } => unreachable!("turned into Forward above"),
+        }
+    }
+
+    /// Plans a fanned-out request, sends its parts, and queues its pending state.
+    async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
+        let tcp_port = self.stream.local_addr().map_or(0, |a| a.port());
+        let written: Vec<std::net::SocketAddr> = match fan {
+            Fan::Wait => self.written.drain(..).map(|p| p.addr()).collect(),
+            _ => Vec::new(),
+        };
+        let at = fanout::At {
+            written: &written,
+            tcp_port,
+        };
+        let (state, sends) = match fanout::prepare(fan, &self.shared, &raw, args, &self.keys, at) {
+            Prepared::Reply(reply) => return self.push_reply(reply),
+            Prepared::Send(state, sends) => (state, sends),
+        };
+        let seq = self.push_pending(Pending::Fanout(state)).seq;
+        let idx = self.pending.len() - 1;
+        for (part, send) in sends.into_iter().enumerate() {
+            let tag = Tag {
+                seq,
+                part: part as u32,
+            };
+            let durable = send.write && self.shared.config.cluster.durable_writes;
+            if send.write {
+                self.note_write(&send.pool);
+                if let Some(w) = self.waiting_part(idx, tag.part) {
+                    w.durable = durable;
+                }
+            }
+            let req = BackendRequest {
+                raw: send.raw,
+                asking: false,
+                durable,
+                reply: self.reply_to(tag),
+            };
+            send.pool.send(req, self.id).await;
+        }
+    }
+
+    /// Remembers a primary this client wrote to, for WAIT.
+    fn note_write(&mut self, pool: &Arc<NodePool>) {
+        if !self.written.iter().any(|p| Arc::ptr_eq(p, pool)) {
+            self.written.push(pool.clone());
         }
     }
 
@@ -325,6 +408,9 @@ impl Session {
             return self.push_error(msg);
         };
         let durable = waiting.durable;
+        if !waiting.readonly {
+            self.note_write(&pool);
+        }
         let tag = self.push_pending(Pending::Waiting(waiting));
         let req = BackendRequest {
             raw,
@@ -354,6 +440,10 @@ impl Session {
                 Some(0) => encode::simple(&mut out, "OK"),
                 Some(_) => encode::error(&mut out, "ERR SELECT is not allowed in cluster mode"),
             },
+            LocalCmd::Cluster(cmd) => {
+                let view = View::for_client(&self.shared, self.stream.local_addr());
+                out.extend_from_slice(&view.reply(cmd, raw, args));
+            }
         }
         self.push_reply(out.freeze());
     }
@@ -388,7 +478,7 @@ impl Session {
         else {
             return;
         };
-        let Some(Pending::Waiting(w)) = self.pending.get(idx) else {
+        let Some(w) = self.waiting_part(idx, c.tag.part) else {
             return;
         };
         let readonly = w.readonly;
@@ -399,7 +489,7 @@ impl Session {
             Outcome::Reply(frame, _) => Some(frame),
             Outcome::Failed(err) => {
                 self.shared.router.note_failure(&err);
-                if (err.retry_safe() || readonly) && self.begin_retry(idx) {
+                if (err.retry_safe() || readonly) && self.begin_retry(idx, c.tag.part) {
                     self.shared.router.request_refresh();
                     self.reroute(idx, c.raw, c.tag, retry::failed_node(&err));
                     None
@@ -409,15 +499,27 @@ impl Session {
             }
         };
         if let Some(frame) = next {
-            self.pending[idx] = Pending::Ready(frame);
+            self.finish(idx, c.tag.part, frame);
         }
+    }
+
+    /// Records the final reply of `pending[idx]` (or of one of its parts).
+    fn finish(&mut self, idx: usize, part: u32, frame: Bytes) {
+        let reply = match &mut self.pending[idx] {
+            Pending::Fanout(f) => match f.complete(part, frame) {
+                Some(merged) => merged,
+                None => return,
+            },
+            _ => frame,
+        };
+        self.pending[idx] = Pending::Ready(reply);
     }
 
     /// Sends `pending[idx]` again to whichever node owns its slot after a short backoff, or as
     /// soon as the map names an owner other than `failed` (the node that could not answer).
     fn reroute(&mut self, idx: usize, raw: Bytes, tag: Tag, failed: Option<SocketAddr>) {
         let (slot, attempts) = {
-            let w = self.waiting(idx);
+            let w = self.waiting(idx, tag.part);
             (w.slot, w.attempts)
         };
         retry::spawn(Retry::reroute(self.origin(idx, tag), raw, slot, attempts).avoiding(failed));
@@ -425,7 +527,7 @@ impl Session {
 
     fn origin(&mut self, idx: usize, tag: Tag) -> Origin {
         Origin {
-            durable: self.waiting(idx).durable,
+            durable: self.waiting(idx, tag.part).durable,
             router: self.shared.router.clone(),
             reply: self.reply_to(tag),
             affinity: self.id,
@@ -433,9 +535,9 @@ impl Session {
     }
 
     /// Counts one redirect of `pending[idx]`; false once the hop limit is reached.
-    fn begin_redirect(&mut self, idx: usize) -> bool {
+    fn begin_redirect(&mut self, idx: usize, part: u32) -> bool {
         let max = self.shared.config.cluster.max_redirects;
-        let w = self.waiting(idx);
+        let w = self.waiting(idx, part);
         if w.redirects >= max {
             return false;
         }
@@ -448,7 +550,7 @@ impl Session {
         let router = self.shared.router.clone();
         match crate::protocol::classify_error(&frame) {
             ServerError::Moved { slot, addr } => {
-                if !self.begin_redirect(idx) {
+                if !self.begin_redirect(idx, tag.part) {
                     return Some(frame);
                 }
                 let target = addr.to_string();
@@ -461,7 +563,7 @@ impl Session {
                 None
             }
             ServerError::Ask { addr, .. } => {
-                if !self.begin_redirect(idx) {
+                if !self.begin_redirect(idx, tag.part) {
                     return Some(frame);
                 }
                 router.note_ask();
@@ -474,7 +576,7 @@ impl Session {
             | ServerError::Loading
             | ServerError::MasterDown
             | ServerError::ReadOnly) => {
-                if !self.begin_retry(idx) {
+                if !self.begin_retry(idx, tag.part) {
                     return Some(frame);
                 }
                 if !matches!(e, ServerError::TryAgain) {
@@ -483,14 +585,31 @@ impl Session {
                 self.reroute(idx, raw, tag, None);
                 None
             }
+            ServerError::NoScript => self.on_noscript(idx, frame, raw, tag),
             _ => Some(frame),
         }
     }
 
+    /// `NOSCRIPT` to an `EVALSHA` whose body slotway has seen: load it, then send it again.
+    fn on_noscript(&mut self, idx: usize, frame: Bytes, raw: Bytes, tag: Tag) -> Option<Bytes> {
+        let scripts = &self.shared.scripts;
+        let Some(body) = scripts.body_for_evalsha(&raw, self.shared.scan_limits) else {
+            return Some(frame);
+        };
+        // Counted as a redirect: a script that will not load cannot loop.
+        if !self.begin_redirect(idx, tag.part) {
+            return Some(frame);
+        }
+        let slot = self.waiting(idx, tag.part).slot;
+        let origin = self.origin(idx, tag);
+        super::scripts::spawn_reload(&self.shared, origin, body, raw, slot);
+        None
+    }
+
     /// Starts (or continues) a retry of `pending[idx]`; false once its deadline has passed.
-    fn begin_retry(&mut self, idx: usize) -> bool {
+    fn begin_retry(&mut self, idx: usize, part: u32) -> bool {
         let budget = crate::config::ms(self.shared.config.cluster.retry_deadline_ms);
-        let w = self.waiting(idx);
+        let w = self.waiting(idx, part);
         let now = Instant::now();
         let deadline = *w.deadline.get_or_insert(now + budget);
         if now >= deadline {
@@ -500,11 +619,20 @@ impl Session {
         true
     }
 
-    fn waiting(&mut self, idx: usize) -> &mut Waiting {
-        match &mut self.pending[idx] {
-            Pending::Waiting(w) => w,
-            // Callers only pass indices they found Waiting in this same turn.
-            Pending::Ready(_) => unreachable!("pending entry {idx} is not waiting"),
+    fn waiting(&mut self, idx: usize, part: u32) -> &mut Waiting {
+        match self.waiting_part(idx, part) {
+            Some(w) => w,
+            // Callers only pass indices they found waiting in this same turn.
+            None => unreachable!("pending entry {idx} part {part} is not waiting"),
+        }
+    }
+
+    /// The retry state of `pending[idx]` (part `part` of a fan-out) while it awaits a reply.
+    fn waiting_part(&mut self, idx: usize, part: u32) -> Option<&mut Waiting> {
+        match self.pending.get_mut(idx)? {
+            Pending::Waiting(w) => Some(w),
+            Pending::Fanout(f) => f.waiting(part),
+            Pending::Ready(_) => None,
         }
     }
 

@@ -101,7 +101,7 @@ impl Security {
     pub fn from_config(config: &Config) -> Result<Self, SecurityError> {
         Ok(Self {
             users: Users::from_config(&config.auth)?,
-            policy: CommandPolicy::new(&config.policy.deny, &config.policy.allow)?,
+            policy: CommandPolicy::new(&config.policy.deny, &policy_allow(config))?,
             compiled: ArcSwapOption::empty(),
         })
     }
@@ -347,3 +347,13 @@ pub fn resolve_upstream(c: &mut ClusterConfig) -> Result<(), SecurityError> {
 
 #[cfg(test)]
 mod tests;
+
+/// `policy.allow`, plus `config|set` when `commands.allow_config_set` turns CONFIG SET on: one
+/// switch, not two, enables it.
+fn policy_allow(config: &Config) -> Vec<String> {
+    let mut allow = config.policy.allow.clone();
+    if config.commands.allow_config_set {
+        allow.push("config|set".into());
+    }
+    allow
+}

@@ -5,3 +5,4 @@ pub mod cluster;
 pub mod dynamics;
 pub mod load;
 pub mod proxy;
+pub mod raw;
