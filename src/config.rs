@@ -164,6 +164,9 @@ pub struct BackendConfig {
     pub reconnect_backoff_max_ms: u64,
     /// Largest reply accepted from a node before the connection is dropped (default 1 GiB).
     pub max_reply_bytes: usize,
+    /// Dedicated connections per node for transactions, blocking commands and
+    /// subscriptions; a client needing one more gets an error (default 64).
+    pub max_dedicated_per_node: usize,
 }
 
 /// Per-client limits.
@@ -185,6 +188,9 @@ pub struct ClientConfig {
     /// Replies buffered for a client that does not read before it is disconnected;
     /// 0 = no limit (default 64 MiB).
     pub output_buffer_limit_bytes: usize,
+    /// Pub/Sub messages buffered for a subscriber that does not read before it is
+    /// disconnected (default 32 MiB, Redis's pubsub hard limit).
+    pub pubsub_buffer_bytes: usize,
     /// Close clients idle this long; 0 = never (default 0).
     pub idle_timeout_ms: u64,
     /// On SIGTERM, how long clients get to finish requests already sent (default 10000 ms).
@@ -276,6 +282,7 @@ impl Default for BackendConfig {
             reconnect_backoff_min_ms: 50,
             reconnect_backoff_max_ms: 2_000,
             max_reply_bytes: 1 << 30,
+            max_dedicated_per_node: 64,
         }
     }
 }
@@ -290,6 +297,7 @@ impl Default for ClientConfig {
             max_inline_bytes: 64 << 10,
             read_buffer_bytes: 16 << 10,
             output_buffer_limit_bytes: 64 << 20,
+            pubsub_buffer_bytes: 32 << 20,
             idle_timeout_ms: 0,
             drain_grace_ms: 10_000,
         }
@@ -357,6 +365,14 @@ impl Config {
             self.backend.connections_per_node as u64,
         )?;
         positive("backend.queue_depth", self.backend.queue_depth as u64)?;
+        positive(
+            "backend.max_dedicated_per_node",
+            self.backend.max_dedicated_per_node as u64,
+        )?;
+        positive(
+            "client.pubsub_buffer_bytes",
+            self.client.pubsub_buffer_bytes as u64,
+        )?;
         positive(
             "backend.connect_timeout_ms",
             self.backend.connect_timeout_ms,

@@ -25,6 +25,30 @@ pub enum LocalCmd {
     Ok,
     /// A `CLUSTER` subcommand answered by the cluster emulation.
     Cluster(ClusterCmd),
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: protocol switch (see `client.rs`).
+    Hello,
+    /// `CLIENT <subcommand>` about the client's own connection to the proxy.
+    Client,
+    /// `RESET`: back to a fresh connection's state.
+    Reset,
+}
+
+/// A transaction command, handled by the session's transaction state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCmd {
+    /// `MULTI`.
+    Multi,
+    /// `EXEC`.
+    Exec,
+    /// `DISCARD`.
+    Discard,
+    /// `WATCH key …`, every key in `slot`.
+    Watch {
+        /// The slot of the watched keys.
+        slot: u16,
+    },
+    /// `UNWATCH`.
+    Unwatch,
 }
 
 /// A request that becomes several backend requests (or a rewritten one) whose replies merge.
@@ -81,6 +105,16 @@ pub enum Decision {
     Local(LocalCmd),
     /// Reply with this error line (without the leading `-` and CRLF).
     Error(String),
+    /// A transaction command.
+    Transaction(TxCmd),
+    /// `(S|P)SUBSCRIBE` / `(S|P)UNSUBSCRIBE`: the session's Pub/Sub state.
+    Subscription,
+    /// A command that may block (BLPOP, XREAD … BLOCK …): a dedicated connection to the
+    /// primary of `slot` (any primary when None).
+    Blocking {
+        /// The slot of every key.
+        slot: Option<u16>,
+    },
 }
 
 /// Classifies the request whose raw bytes are `req` and arguments `args` (never empty).
@@ -113,6 +147,8 @@ pub fn classify(
         }
         Policy::Scan => Decision::Fanout(Fan::Scan),
         Policy::Local => local(spec, req, args),
+        Policy::Transaction => transaction(spec, req, args, keys),
+        Policy::PubSub => Decision::Subscription,
         _ => unsupported(spec),
     }
 }
@@ -155,31 +191,22 @@ fn keyed(
     if let Err(e) = spec.key_indices(req, args, keys) {
         return Decision::Error(e.to_string());
     }
-    let mut slot = None;
-    for &i in keys.iter() {
-        let Some(range) = args.get(i) else { continue };
-        let s = key_slot(&req[range.clone()]);
-        match slot {
-            None => slot = Some(s),
-            Some(prev) if prev != s => {
-                return match split {
-                    Some(merge) => Decision::Fanout(Fan::Split {
-                        merge,
-                        readonly: readonly(spec),
-                    }),
-                    None => Decision::Error(
-                        "CROSSSLOT Keys in request don't hash to the same slot".into(),
-                    ),
-                };
+    let slot = match one_slot(req, args, keys) {
+        Ok(slot) => slot,
+        Err(cross) => {
+            return match split {
+                Some(merge) => Decision::Fanout(Fan::Split {
+                    merge,
+                    readonly: readonly(spec),
+                }),
+                None => cross,
             }
-            Some(_) => {}
         }
-    }
+    };
     if spec.blocks(req, args) {
-        // Blocking commands need a dedicated connection so they cannot stall the multiplexed
-        // ones; until that exists they are refused rather than risk stalling other clients.
+        // A dedicated connection, so a blocked command never stalls the multiplexed ones.
         // (Checked after the slots so a cross-slot BLMOVE gets CROSSSLOT, as from Redis.)
-        return unsupported(spec);
+        return Decision::Blocking { slot };
     }
     let readonly = readonly(spec);
     // EVAL's body is remembered for NOSCRIPT recovery; the flag test keeps string compares
@@ -190,6 +217,52 @@ fn keyed(
         return Decision::Eval { slot, readonly };
     }
     Decision::Forward { slot, readonly }
+}
+
+/// The one slot every key in `keys` hashes to, or Redis's CROSSSLOT error.
+fn one_slot(req: &[u8], args: &[Range<usize>], keys: &[usize]) -> Result<Option<u16>, Decision> {
+    let mut slot = None;
+    for &i in keys.iter() {
+        let Some(range) = args.get(i) else { continue };
+        let s = key_slot(&req[range.clone()]);
+        match slot {
+            None => slot = Some(s),
+            Some(prev) if prev != s => {
+                return Err(Decision::Error(
+                    "CROSSSLOT Keys in request don't hash to the same slot".into(),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(slot)
+}
+
+fn transaction(
+    spec: &CommandSpec,
+    req: &[u8],
+    args: &[Range<usize>],
+    keys: &mut Vec<usize>,
+) -> Decision {
+    let cmd = match spec.name.as_str() {
+        "multi" => TxCmd::Multi,
+        "exec" => TxCmd::Exec,
+        "discard" => TxCmd::Discard,
+        "unwatch" => TxCmd::Unwatch,
+        "watch" => {
+            keys.clear();
+            if let Err(e) = spec.key_indices(req, args, keys) {
+                return Decision::Error(e.to_string());
+            }
+            match one_slot(req, args, keys) {
+                Ok(Some(slot)) => TxCmd::Watch { slot },
+                Ok(None) => return unsupported(spec),
+                Err(e) => return e,
+            }
+        }
+        _ => return unsupported(spec),
+    };
+    Decision::Transaction(cmd)
 }
 
 fn local(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Decision {
@@ -227,6 +300,11 @@ fn local(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Decision {
             "ERR slotway: CLUSTER {} is not available through the proxy",
             name["cluster|".len()..].to_ascii_uppercase()
         )),
+        "hello" => Decision::Local(LocalCmd::Hello),
+        "reset" => Decision::Local(LocalCmd::Reset),
+        name if name == "client" || name.starts_with("client|") => {
+            Decision::Local(LocalCmd::Client)
+        }
         _ => unsupported(spec),
     }
 }
@@ -345,6 +423,55 @@ mod tests {
         assert_eq!(decide(&["ECHO", "x"]), Decision::Local(LocalCmd::Echo));
         assert_eq!(decide(&["QUIT"]), Decision::Local(LocalCmd::Quit));
         assert_eq!(decide(&["SELECT", "0"]), Decision::Local(LocalCmd::Select));
+        assert_eq!(decide(&["HELLO", "3"]), Decision::Local(LocalCmd::Hello));
+        assert_eq!(decide(&["RESET"]), Decision::Local(LocalCmd::Reset));
+        assert_eq!(
+            decide(&["CLIENT", "SETNAME", "x"]),
+            Decision::Local(LocalCmd::Client)
+        );
+        assert_eq!(
+            decide(&["CLIENT", "NOSUCH"]),
+            Decision::Local(LocalCmd::Client)
+        );
+    }
+
+    #[test]
+    fn pinned_commands() {
+        assert_eq!(
+            decide(&["BLPOP", "{a}x", "{a}y", "0"]),
+            Decision::Blocking {
+                slot: Some(key_slot(b"a"))
+            }
+        );
+        assert_eq!(
+            decide(&["XREAD", "BLOCK", "10", "STREAMS", "s", "0"]),
+            Decision::Blocking {
+                slot: Some(key_slot(b"s"))
+            }
+        );
+        assert!(matches!(
+            decide(&["XREAD", "STREAMS", "s", "0"]),
+            Decision::Forward { .. }
+        ));
+        assert_eq!(
+            decide(&["BLPOP", "a", "b", "0"]),
+            Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+        );
+        assert_eq!(decide(&["MULTI"]), Decision::Transaction(TxCmd::Multi));
+        assert_eq!(decide(&["exec"]), Decision::Transaction(TxCmd::Exec));
+        assert_eq!(
+            decide(&["WATCH", "{u}a", "{u}b"]),
+            Decision::Transaction(TxCmd::Watch {
+                slot: key_slot(b"u")
+            })
+        );
+        assert_eq!(
+            decide(&["WATCH", "a", "b"]),
+            Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+        );
+        assert_eq!(decide(&["SUBSCRIBE", "c"]), Decision::Subscription);
+        assert_eq!(decide(&["SSUBSCRIBE", "c"]), Decision::Subscription);
+        assert_eq!(decide(&["UNSUBSCRIBE"]), Decision::Subscription);
     }
 
     #[test]

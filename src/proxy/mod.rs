@@ -6,14 +6,17 @@ pub mod emulation;
 mod fanout;
 pub mod info;
 pub mod merge;
+pub mod pinned;
+pub mod reshape;
 mod retry;
 pub mod router;
 pub mod scan;
 pub mod scripts;
 mod session;
 pub mod sha1;
+pub mod subscriber;
 
-pub use classify::{classify, Decision, Fan, LocalCmd};
+pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backends, ConnSettings, DurableWait};
+use crate::backend::{Backends, ConnSettings, DedicatedPool, DurableWait};
 use crate::cluster::fetch::FetchOptions;
 use crate::cluster::refresh::{spawn_refresher, RefreshConfig, TopologyHandle};
 use crate::command::CommandTable;
@@ -65,6 +68,8 @@ pub struct Shared {
     pub security: Security,
     /// Script bodies seen, for `NOSCRIPT` recovery.
     pub scripts: scripts::ScriptCache,
+    /// Dedicated connections for transactions, blocking commands and subscriptions.
+    pub dedicated: Arc<DedicatedPool>,
 }
 
 /// A running proxy.
@@ -116,7 +121,12 @@ impl Proxy {
             topology.clone(),
             shutdown.clone(),
         );
+        let dedicated = Arc::new(DedicatedPool::new(
+            dedicated_template(&config),
+            config.backend.max_dedicated_per_node,
+        ));
         let shared = Arc::new(Shared {
+            dedicated,
             scan_limits: ScanLimits {
                 max_bulk_len: config.client.max_bulk_bytes,
                 max_multibulk_len: config.client.max_multibulk_len,
@@ -187,6 +197,14 @@ fn conn_template(config: &Config) -> ConnSettings {
             )
         }),
     }
+}
+
+/// Dedicated connections carry exactly what the client sent: no durable-write WAIT, no
+/// READONLY.
+fn dedicated_template(config: &Config) -> ConnSettings {
+    let mut t = conn_template(config);
+    t.wait = None;
+    t
 }
 
 fn auth(config: &Config) -> Option<(String, crate::security::Secret)> {

@@ -5,6 +5,15 @@
 //! different speeds); `pending` holds one entry per request in request order and the front is
 //! written out as soon as it is ready. Redirects and retries are handled here, per request, so
 //! one client's MOVED never stalls another client.
+//!
+//! Connection-level modes live in submodules: `client` (HELLO, CLIENT, RESET, RESP3 output),
+//! `modes` (pinned requests, blocking commands, request barriers), `transaction` (MULTI/EXEC)
+//! and `subscribe` (Pub/Sub).
+
+mod client;
+mod modes;
+mod subscribe;
+mod transaction;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -36,6 +45,8 @@ enum Pending {
     Ready(Bytes),
     /// A request split into parts (`Tag::part`), each with its own retry state.
     Fanout(Box<Fanout>),
+    /// Answered by the session's pinned connection, without redirects or retries.
+    Pinned,
 }
 
 /// What a session remembers about a forwarded request, for redirects and retries.
@@ -82,6 +93,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
     let limits = shared.scan_limits;
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
     let idle = IdleTimer::new(crate::config::ms(shared.config.client.idle_timeout_ms));
+    let client = client::ClientState::new(id, &stream);
     let mut session = Session {
         sec: shared.security.client(id as u64),
         idle,
@@ -100,6 +112,8 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         closing: false,
         id,
         written: Vec::new(),
+        client,
+        modes: modes::Modes::default(),
     };
     if let Err(e) = session.serve(shutdown).await {
         tracing::debug!(error = %e, "client session ended");
@@ -137,6 +151,10 @@ struct Session {
     capped: bool,
     /// Primaries this client sent writes to since its last WAIT.
     written: Vec<Arc<NodePool>>,
+    /// What the client set on its connection: protocol, name.
+    client: client::ClientState,
+    /// Transaction, pinned connection, subscriptions, held request.
+    modes: modes::Modes,
 }
 
 /// Session ids, spreading clients over each node's connections.
@@ -149,6 +167,7 @@ impl Session {
         let max_inflight = self.shared.config.client.max_inflight;
         let output_limit = self.shared.config.client.output_buffer_limit_bytes;
         loop {
+            self.resume_held().await;
             if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
                 // Requests left buffered when the in-flight cap was hit: the socket will not
                 // signal them again.
@@ -167,12 +186,19 @@ impl Session {
             if self.closing && self.pending.is_empty() && self.wbuf.is_empty() {
                 return Ok(());
             }
-            let can_read = !self.closing && self.pending.len() < max_inflight;
-            let capped = !can_read && !self.closing;
+            let can_read = !self.closing
+                && self.pending.len() < max_inflight
+                && self.modes.may_read(self.rbuf.len());
+            let capped = !self.closing && self.pending.len() >= max_inflight;
             if capped && !self.capped {
                 limits::count_inflight_cap();
             }
             self.capped = capped;
+            let backlog = if self.write_blocked {
+                self.modes.pubsub.as_ref().map(|p| p.backlog())
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 _ = recv_completions(&mut self.rx, &mut completions) => {
@@ -191,7 +217,7 @@ impl Session {
                     // Drain: stop reading, finish what the client already sent.
                     self.closing = true;
                 }
-                ready = self.stream.writable(), if self.write_blocked => {
+                ready = modes::writable(&self.stream, backlog.as_deref()), if self.write_blocked => {
                     ready?;
                     self.write_blocked = false;
                 }
@@ -226,7 +252,7 @@ impl Session {
     /// cap is reached (the rest stays buffered and is read again once replies drain).
     async fn dispatch_all(&mut self) {
         let max_inflight = self.shared.config.client.max_inflight;
-        while !self.closing && self.pending.len() < max_inflight {
+        while !self.closing && self.pending.len() < max_inflight && !self.stalled() {
             let scanned = match self.scanner.scan(&self.rbuf) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
@@ -308,6 +334,12 @@ impl Session {
             }
             d => d,
         };
+        if self.is_special(&decision) {
+            let args = args.to_vec();
+            return self.dispatch_special(decision, raw, &args).await;
+        }
+        let shape = self.client.resp3().then(|| self.reshape(&raw, args));
+        let first_seq = self.base_seq + self.pending.len() as u64;
         match decision {
             Decision::Forward { slot, readonly } => {
                 let waiting = Waiting {
@@ -330,6 +362,13 @@ impl Session {
             }
             Decision::Error(msg) => self.push_error(&msg),
             Decision::Eval { .. } => unreachable!("turned into Forward above"),
+            other => {
+                let args = args.to_vec();
+                self.dispatch_special(other, raw, &args).await;
+            }
+        }
+        if let Some(shape) = shape {
+            self.note_shape(first_seq, shape);
         }
     }
 
@@ -432,6 +471,9 @@ impl Session {
                 encode::simple(&mut out, "OK");
                 self.closing = true;
             }
+            LocalCmd::Hello => return self.hello(raw, args),
+            LocalCmd::Client => return self.client_command(raw, args),
+            LocalCmd::Reset => return self.reset(),
             LocalCmd::Select => match std::str::from_utf8(&raw[args[1].clone()])
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
@@ -470,6 +512,9 @@ impl Session {
     }
 
     fn on_completion(&mut self, c: Completion) {
+        let Some(c) = self.special_completion(c) else {
+            return;
+        };
         let Some(idx) = c
             .tag
             .seq
@@ -632,7 +677,7 @@ impl Session {
         match self.pending.get_mut(idx)? {
             Pending::Waiting(w) => Some(w),
             Pending::Fanout(f) => f.waiting(part),
-            Pending::Ready(_) => None,
+            Pending::Ready(_) | Pending::Pinned => None,
         }
     }
 
@@ -652,6 +697,7 @@ impl Session {
     fn collect_ready(&mut self) {
         while let Some(Pending::Ready(_)) = self.pending.front() {
             if let Some(Pending::Ready(frame)) = self.pending.pop_front() {
+                let frame = self.modes.reshape_reply(self.base_seq, frame);
                 self.wbuf.extend_from_slice(&frame);
                 self.base_seq += 1;
             }
@@ -677,6 +723,7 @@ impl Session {
         if !self.wbuf.is_empty() {
             return Ok(());
         }
+        self.modes.flushed();
         self.wbuf.clear();
         if self.wbuf.capacity() > 1 << 20 {
             self.wbuf = BytesMut::new();

@@ -6,3 +6,4 @@ pub mod dynamics;
 pub mod load;
 pub mod proxy;
 pub mod raw;
+pub mod resp;
