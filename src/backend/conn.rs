@@ -306,11 +306,14 @@ async fn connect(s: &ConnSettings) -> Result<TcpStream, ConnError> {
         encode::command(&mut hello, &[b"READONLY"]);
         expected += 1;
     }
-    if expected > 0 {
-        tokio::time::timeout(s.command_timeout, handshake(&mut stream, &hello, expected))
-            .await
-            .map_err(|_| ConnError::ReplyTimeout)??;
-    }
+    // A node being killed still completes TCP handshakes until its process has finished
+    // exiting; a request written there would end with an unknown outcome. Only a node that
+    // answers is given requests.
+    encode::command(&mut hello, &[b"PING"]);
+    expected += 1;
+    tokio::time::timeout(s.command_timeout, handshake(&mut stream, &hello, expected))
+        .await
+        .map_err(|_| ConnError::ReplyTimeout)??;
     Ok(stream)
 }
 

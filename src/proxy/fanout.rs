@@ -276,8 +276,12 @@ fn primaries(table: &RoutingTable, raw: &Bytes, readonly: bool) -> Vec<Part> {
         .shards
         .iter()
         .filter_map(|s| {
-            let addr = t.nodes.get(s.primary)?.addr;
-            Some((s.slots.first().map(|&(first, _)| first), addr))
+            let node = t.nodes.get(s.primary)?;
+            // A failed primary without slots is the dead one a failover replaced: nothing to ask.
+            if s.slots.is_empty() && node.health == Health::Failed {
+                return None;
+            }
+            Some((s.slots.first().map(|&(first, _)| first), node.addr))
         })
         .collect();
     shards.sort_by_key(|&(first, _)| first.unwrap_or(u16::MAX));

@@ -242,6 +242,7 @@ fn start_refresher(
             period: ms(config.cluster.refresh_interval_ms),
             fetch: fetch_options(config),
             min_interval: ms(config.cluster.refresh_min_interval_ms),
+            ..RefreshConfig::new(Vec::new())
         },
         Some(on_update),
         cancel,

@@ -16,6 +16,7 @@ mod subscribe;
 mod transaction;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -532,9 +533,10 @@ impl Session {
             }
             Outcome::Reply(frame, _) => Some(frame),
             Outcome::Failed(err) => {
+                self.shared.router.note_failure(&err);
                 if (err.retry_safe() || readonly) && self.begin_retry(idx, c.tag.part) {
                     self.shared.router.request_refresh();
-                    self.reroute(idx, c.raw, c.tag);
+                    self.reroute(idx, c.raw, c.tag, retry::failed_node(&err));
                     None
                 } else {
                     Some(error_frame(&failure_message(&err)))
@@ -558,13 +560,14 @@ impl Session {
         self.pending[idx] = Pending::Ready(reply);
     }
 
-    /// Sends `pending[idx]` again to whichever node owns its slot after a short backoff.
-    fn reroute(&mut self, idx: usize, raw: Bytes, tag: Tag) {
+    /// Sends `pending[idx]` again to whichever node owns its slot after a short backoff, or as
+    /// soon as the map names an owner other than `failed` (the node that could not answer).
+    fn reroute(&mut self, idx: usize, raw: Bytes, tag: Tag, failed: Option<SocketAddr>) {
         let (slot, attempts) = {
             let w = self.waiting(idx, tag.part);
             (w.slot, w.attempts)
         };
-        retry::spawn(Retry::reroute(self.origin(idx, tag), raw, slot, attempts));
+        retry::spawn(Retry::reroute(self.origin(idx, tag), raw, slot, attempts).avoiding(failed));
     }
 
     fn origin(&mut self, idx: usize, tag: Tag) -> Origin {
@@ -608,6 +611,7 @@ impl Session {
                 if !self.begin_redirect(idx, tag.part) {
                     return Some(frame);
                 }
+                router.note_ask();
                 let target = addr.to_string();
                 retry::spawn(Retry::redirect(self.origin(idx, tag), raw, target, None));
                 None
@@ -623,7 +627,7 @@ impl Session {
                 if !matches!(e, ServerError::TryAgain) {
                     router.request_refresh();
                 }
-                self.reroute(idx, raw, tag);
+                self.reroute(idx, raw, tag, None);
                 None
             }
             ServerError::NoScript => self.on_noscript(idx, frame, raw, tag),
