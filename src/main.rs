@@ -44,6 +44,8 @@ enum Command {
     Local(LocalArgs),
     /// Print every setting's key (`section.key`), one per line, for config checkers.
     ConfigKeys,
+    /// Print the command reference (Markdown): every command grouped by how slotway routes it.
+    Commands,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +75,13 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    if let Some(Command::Commands) = cli.command {
+        print!(
+            "{}",
+            slotway::command::reference::markdown(&slotway::command::CommandTable::builtin())
+        );
+        return Ok(());
+    }
     let mut config = Config::load(cli.run.config.as_deref(), std::env::vars())?;
     if let Some(listen) = &cli.run.listen {
         config.listen = listen.clone();
@@ -85,7 +94,7 @@ fn main() -> Result<()> {
     }
     init_logging(&config)?;
     match cli.command {
-        None | Some(Command::ConfigKeys) => run_proxy(config, None),
+        None | Some(Command::ConfigKeys | Command::Commands) => run_proxy(config, None),
         Some(Command::Local(args)) => {
             if cli.run.listen.is_none() && std::env::var_os("SLOTWAY_LISTEN").is_none() {
                 config.listen = LOCAL_LISTEN.to_string();

@@ -9,6 +9,7 @@ mod builtin;
 mod flags;
 mod keys;
 mod learn;
+pub mod reference;
 mod spec;
 
 pub use flags::{CommandFlags, KeySpecFlags};
