@@ -20,6 +20,8 @@ pub enum LocalCmd {
     /// Commands that only set connection modes a proxy already provides (`READONLY`,
     /// `READWRITE`, `ASKING` from a cluster-mode client): `+OK`.
     Ok,
+    /// `SLOWLOG GET|LEN|RESET|HELP`: the proxy's own slow log.
+    SlowLog,
 }
 
 /// The outcome of classifying a request.
@@ -106,6 +108,9 @@ fn local(spec: &CommandSpec, args: &[Range<usize>]) -> Decision {
         "quit" => Decision::Local(LocalCmd::Quit),
         "select" => Decision::Local(LocalCmd::Select),
         "readonly" | "readwrite" | "asking" => Decision::Local(LocalCmd::Ok),
+        name if name == "slowlog" || name.starts_with("slowlog|") => {
+            Decision::Local(LocalCmd::SlowLog)
+        }
         _ => unsupported(spec),
     }
 }
@@ -216,5 +221,13 @@ mod tests {
         assert_eq!(decide(&["ECHO", "x"]), Decision::Local(LocalCmd::Echo));
         assert_eq!(decide(&["QUIT"]), Decision::Local(LocalCmd::Quit));
         assert_eq!(decide(&["SELECT", "0"]), Decision::Local(LocalCmd::Select));
+        assert_eq!(
+            decide(&["SLOWLOG", "get"]),
+            Decision::Local(LocalCmd::SlowLog)
+        );
+        assert_eq!(
+            decide(&["slowlog", "LEN"]),
+            Decision::Local(LocalCmd::SlowLog)
+        );
     }
 }

@@ -22,6 +22,7 @@ use crate::cluster::fetch::FetchOptions;
 use crate::cluster::refresh::{spawn_refresher, RefreshConfig, TopologyHandle};
 use crate::command::CommandTable;
 use crate::config::{ms, Config};
+use crate::metrics::ProxyMetrics;
 use crate::protocol::ScanLimits;
 use router::Router;
 
@@ -39,6 +40,9 @@ pub enum ProxyError {
     /// No seed node was configured.
     #[error("no seed nodes configured (set `seeds` or --seeds)")]
     NoSeeds,
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// State shared by every session.
@@ -50,6 +54,8 @@ pub struct Shared {
     pub router: Arc<Router>,
     /// Request scanner limits derived from the config.
     pub scan_limits: ScanLimits,
+    /// Slow log, shard totals and the `[metrics]` settings.
+    pub metrics: Arc<ProxyMetrics>,
 }
 
 /// A running proxy.
@@ -59,6 +65,7 @@ pub struct Proxy {
     tasks: TaskTracker,
     shared: Arc<Shared>,
     topology: TopologyHandle,
+    admin_addr: Option<SocketAddr>,
 }
 
 impl Proxy {
@@ -80,6 +87,7 @@ impl Proxy {
             source,
         })?;
         let config = Arc::new(config);
+        let metrics = ProxyMetrics::new(config.metrics.clone());
         let shutdown = CancellationToken::new();
         let backends = Arc::new(Backends::new(
             conn_template(&config),
@@ -90,7 +98,7 @@ impl Proxy {
             CommandTable::builtin(),
             config.cluster.read_policy(),
         ));
-        let topology = start_refresher(&config, &router, shutdown.clone());
+        let topology = start_refresher(&config, &router, &metrics, shutdown.clone());
         router.attach(topology.clone());
         spawn_command_learning(
             config.clone(),
@@ -106,6 +114,7 @@ impl Proxy {
             },
             config,
             router,
+            metrics,
         });
         let tasks = TaskTracker::new();
         tasks.spawn(accept_loop(
@@ -115,13 +124,20 @@ impl Proxy {
             tasks.clone(),
         ));
         tracing::info!(listen = %local_addr, "slotway accepting clients");
+        let admin_addr = start_admin(&shared, &topology, &shutdown, &tasks).await?;
         Ok(Self {
             local_addr,
             shutdown,
             tasks,
             shared,
             topology,
+            admin_addr,
         })
+    }
+
+    /// The admin endpoint's address, when `admin.listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The address clients connect to.
@@ -148,6 +164,26 @@ impl Proxy {
     }
 }
 
+/// Starts the admin endpoint when `admin.listen` is set.
+async fn start_admin(
+    shared: &Arc<Shared>,
+    topology: &TopologyHandle,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<Option<SocketAddr>, ProxyError> {
+    let listen = shared.config.admin.listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let ctx = crate::admin::AdminContext {
+        shared: shared.clone(),
+        topology: topology.clone(),
+        fetch: fetch_options(&shared.config),
+    };
+    let addr = crate::admin::start(listen, ctx, shutdown.clone(), tasks).await?;
+    Ok(Some(addr))
+}
+
 fn conn_template(config: &Config) -> ConnSettings {
     let b = &config.backend;
     ConnSettings {
@@ -160,6 +196,7 @@ fn conn_template(config: &Config) -> ConnSettings {
         max_reply_bytes: b.max_reply_bytes,
         auth: auth(config),
         readonly: false,
+        metrics: config.metrics.enabled,
         wait: config.cluster.durable_writes.then(|| {
             DurableWait::new(
                 config.cluster.durable_replicas,
@@ -190,10 +227,16 @@ fn fetch_options(config: &Config) -> FetchOptions {
 fn start_refresher(
     config: &Config,
     router: &Arc<Router>,
+    metrics: &Arc<ProxyMetrics>,
     cancel: CancellationToken,
 ) -> TopologyHandle {
     let weak = Arc::downgrade(router);
+    let metrics = Arc::downgrade(metrics);
     let on_update = Box::new(move |t: &Arc<crate::cluster::topology::Topology>| {
+        if let Some(m) = metrics.upgrade() {
+            // Before the router switches, so requests are attributed to the map they used.
+            m.shards.on_topology(t);
+        }
         if let Some(router) = weak.upgrade() {
             router.install(t);
         }
@@ -270,6 +313,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            crate::metrics::global().rejected_max_connections.increment(1);
             tasks.spawn(refuse(stream));
             continue;
         };

@@ -21,6 +21,7 @@ use super::retry::{self, Origin, Retry};
 use super::Shared;
 use crate::backend::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, Tag};
 use crate::config::ReadPolicy;
+use crate::metrics::{global as metrics, CommandId, RetryReason, SessionMetrics};
 use crate::protocol::{
     encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner, ServerError,
 };
@@ -45,6 +46,10 @@ struct Waiting {
     durable: bool,
     /// When retrying stops; set at the first retry.
     deadline: Option<Instant>,
+    /// The command, for metrics.
+    cmd: CommandId,
+    /// When the request was read (its read batch), for latency.
+    start: std::time::Instant,
 }
 
 /// Why a session ended abnormally (logged at debug level: clients come and go).
@@ -58,6 +63,10 @@ pub enum SessionError {
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
     let limits = shared.scan_limits;
+    let metrics = SessionMetrics::new(
+        shared.config.metrics.enabled,
+        shared.config.metrics.hot_keys > 0,
+    );
     let mut session = Session {
         stream,
         shared,
@@ -71,6 +80,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         rx: None,
         closing: false,
         id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+        metrics,
     };
     if let Err(e) = session.serve(shutdown).await {
         tracing::debug!(error = %e, "client session ended");
@@ -98,6 +108,8 @@ struct Session {
     closing: bool,
     /// Picks this client's connection in each node pool.
     id: usize,
+    /// Per-request metric accumulators, flushed once per loop turn.
+    metrics: SessionMetrics,
 }
 
 /// Session ids, spreading clients over each node's connections.
@@ -115,6 +127,7 @@ impl Session {
                 self.dispatch_all().await;
             }
             self.flush().await?;
+            self.metrics.flush(self.pending.len());
             if self.closing && self.pending.is_empty() {
                 return Ok(());
             }
@@ -122,6 +135,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = recv_completions(&mut self.rx, &mut completions) => {
+                    self.metrics.completions();
                     for c in completions.drain(..) {
                         self.on_completion(c);
                     }
@@ -150,7 +164,7 @@ impl Session {
         }
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
-            Ok(_) => {}
+            Ok(n) => self.metrics.read(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e.into()),
         }
@@ -192,6 +206,7 @@ impl Session {
                 }
             }
         }
+        self.metrics.dispatched();
         if self.rbuf.is_empty()
             && self.rbuf.capacity() > 4 * self.shared.config.client.read_buffer_bytes
         {
@@ -220,9 +235,17 @@ impl Session {
         if args.is_empty() {
             return;
         }
-        let decision = classify(&self.shared.router.commands(), &raw, args, &mut self.keys);
+        let commands = self.shared.router.commands();
+        let decision = classify(&commands, &raw, args, &mut self.keys);
+        let cmd = self.metrics.command(&raw[args[0].clone()], &commands);
+        drop(commands);
         match decision {
             Decision::Forward { slot, readonly } => {
+                if let Some(s) = slot {
+                    let key = self.keys.first().and_then(|&i| args.get(i));
+                    self.metrics
+                        .keyed(s, || key.map_or_else(Bytes::new, |r| raw.slice(r.clone())));
+                }
                 let waiting = Waiting {
                     slot,
                     readonly,
@@ -230,14 +253,20 @@ impl Session {
                     attempts: 0,
                     durable: !readonly && self.shared.config.cluster.durable_writes,
                     deadline: None,
+                    cmd,
+                    start: self.metrics.batch_start(),
                 };
                 self.forward(raw, waiting).await;
             }
-            Decision::Local(cmd) => {
+            Decision::Local(local) => {
                 let args = args.to_vec();
-                self.local(cmd, &raw, &args);
+                let error = self.local(local, &raw, &args);
+                self.metrics.answered(cmd, error);
             }
-            Decision::Error(msg) => self.push_error(&msg),
+            Decision::Error(msg) => {
+                self.push_error(&msg);
+                self.metrics.answered(cmd, true);
+            }
         }
     }
 
@@ -262,6 +291,7 @@ impl Session {
         };
         let Some(pool) = pool else {
             router.request_refresh();
+            self.metrics.answered(waiting.cmd, true);
             let msg = if router.table().is_none() {
                 "CLUSTERDOWN slotway has no cluster topology yet (no seed reachable)"
             } else {
@@ -280,7 +310,8 @@ impl Session {
         pool.send(req, self.id).await;
     }
 
-    fn local(&mut self, cmd: LocalCmd, raw: &[u8], args: &[std::ops::Range<usize>]) {
+    /// Answers a local command; true when the answer is an error.
+    fn local(&mut self, cmd: LocalCmd, raw: &[u8], args: &[std::ops::Range<usize>]) -> bool {
         let mut out = BytesMut::new();
         match cmd {
             LocalCmd::Ping(None) => encode::simple(&mut out, "PONG"),
@@ -299,8 +330,14 @@ impl Session {
                 Some(0) => encode::simple(&mut out, "OK"),
                 Some(_) => encode::error(&mut out, "ERR SELECT is not allowed in cluster mode"),
             },
+            LocalCmd::SlowLog => {
+                let argv: Vec<&[u8]> = args[1..].iter().map(|r| &raw[r.clone()]).collect();
+                out.extend_from_slice(&self.shared.metrics.slowlog.reply(&argv));
+            }
         }
+        let error = out.first() == Some(&b'-');
         self.push_reply(out.freeze());
+        error
     }
 
     fn push_error(&mut self, msg: &str) {
@@ -336,16 +373,17 @@ impl Session {
         let Some(Pending::Waiting(w)) = self.pending.get(idx) else {
             return;
         };
-        let readonly = w.readonly;
+        let (readonly, cmd, start) = (w.readonly, w.cmd, w.start);
         let next = match c.outcome {
             Outcome::Reply(frame, ReplyKind::Error) => {
-                self.on_error_reply(idx, frame, c.raw, c.tag)
+                self.on_error_reply(idx, frame, c.raw.clone(), c.tag)
             }
             Outcome::Reply(frame, _) => Some(frame),
             Outcome::Failed(err) => {
                 if (err.retry_safe() || readonly) && self.begin_retry(idx) {
+                    metrics().retry(RetryReason::Connection).increment(1);
                     self.shared.router.request_refresh();
-                    self.reroute(idx, c.raw, c.tag);
+                    self.reroute(idx, c.raw.clone(), c.tag);
                     None
                 } else {
                     Some(error_frame(&failure_message(&err)))
@@ -353,7 +391,33 @@ impl Session {
             }
         };
         if let Some(frame) = next {
+            self.observe_reply(cmd, start, &frame, &c.raw);
             self.pending[idx] = Pending::Ready(frame);
+        }
+    }
+
+    /// Counts a request's final reply and puts it in the slow log when it took long enough.
+    fn observe_reply(
+        &mut self,
+        cmd: CommandId,
+        start: std::time::Instant,
+        frame: &[u8],
+        raw: &Bytes,
+    ) {
+        let took = self
+            .metrics
+            .finished(cmd, start, frame.first() == Some(&b'-'));
+        let slowlog = &self.shared.metrics.slowlog;
+        if !self.metrics.enabled() || !slowlog.is_slow(took) {
+            return;
+        }
+        let mut scanner = RequestScanner::new(self.shared.scan_limits);
+        if let Ok(Some(_)) = scanner.scan(raw) {
+            let client = self
+                .stream
+                .peer_addr()
+                .map_or_else(|_| String::new(), |a| a.to_string());
+            slowlog.record(raw, scanner.args(), took, client);
         }
     }
 
@@ -394,6 +458,7 @@ impl Session {
                 if !self.begin_redirect(idx) {
                     return Some(frame);
                 }
+                metrics().moved.increment(1);
                 let target = addr.to_string();
                 retry::spawn(Retry::redirect(
                     self.origin(idx, tag),
@@ -407,6 +472,7 @@ impl Session {
                 if !self.begin_redirect(idx) {
                     return Some(frame);
                 }
+                metrics().ask.increment(1);
                 let target = addr.to_string();
                 retry::spawn(Retry::redirect(self.origin(idx, tag), raw, target, None));
                 None
@@ -419,6 +485,7 @@ impl Session {
                 if !self.begin_retry(idx) {
                     return Some(frame);
                 }
+                metrics().retry(retry_reason(&e)).increment(1);
                 if !matches!(e, ServerError::TryAgain) {
                     router.request_refresh();
                 }
@@ -475,6 +542,7 @@ impl Session {
     /// Writes the write buffer out completely.
     async fn flush(&mut self) -> Result<(), SessionError> {
         self.collect_ready();
+        self.metrics.wrote(self.wbuf.len());
         let mut data: &[u8] = &self.wbuf;
         while !data.is_empty() {
             match self.stream.try_write(data) {
@@ -501,6 +569,17 @@ async fn recv_completions(
     match rx {
         Some(rx) => rx.recv_many(out, 256).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The `reason` label of a retry after an error reply.
+fn retry_reason(e: &ServerError) -> RetryReason {
+    match e {
+        ServerError::TryAgain => RetryReason::TryAgain,
+        ServerError::Loading => RetryReason::Loading,
+        ServerError::MasterDown => RetryReason::MasterDown,
+        ServerError::ReadOnly => RetryReason::ReadOnly,
+        _ => RetryReason::ClusterDown,
     }
 }
 
