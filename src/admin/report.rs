@@ -112,7 +112,10 @@ pub fn readiness(shared: &Shared) -> Result<(), String> {
     }
     let numbers = slots::shard_numbers(topo);
     for (i, pool) in t.primaries().iter().enumerate() {
-        if pool.is_connected() {
+        // A failed primary whose slots a replica took over stays listed, serving nothing,
+        // until it comes back as a replica: only primaries that serve slots matter.
+        let serves = topo.shards.get(i).is_some_and(|s| !s.slots.is_empty());
+        if !serves || pool.is_connected() {
             continue;
         }
         let id = topo
