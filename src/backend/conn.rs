@@ -275,9 +275,9 @@ impl NodeMetrics {
         let node = addr.to_string();
         Self {
             connections: metrics::gauge!(crate::metrics::names::BACKEND_CONNECTIONS, "node" => node.clone()),
-            duration: enabled.then(|| {
-                metrics::histogram!(crate::metrics::names::BACKEND_DURATION, "node" => node)
-            }),
+            duration: enabled.then(
+                || metrics::histogram!(crate::metrics::names::BACKEND_DURATION, "node" => node),
+            ),
         }
     }
 }

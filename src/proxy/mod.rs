@@ -313,7 +313,9 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            crate::metrics::global().rejected_max_connections.increment(1);
+            crate::metrics::global()
+                .rejected_max_connections
+                .increment(1);
             tasks.spawn(refuse(stream));
             continue;
         };
