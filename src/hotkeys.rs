@@ -2,9 +2,8 @@
 //! sample of keyed requests, plus the process-wide instance the sessions feed.
 //!
 //! The sketch keeps `capacity` counters. A key already counted gets its weight added; a new key
-//! takes over the smallest counter and inherits its count as a possible overestimate (`error`).
-//! Any key whose true count exceeds total/capacity is guaranteed to be present, so with a
-//! capacity several times the reported K the top K are reliable. Counts are halved every
+//! takes over a small counter and inherits its count as a possible overestimate (`error`).
+//! With a capacity several times the reported K, keys well above the rest are reliably kept. Counts are halved every
 //! [`DECAY_PERIOD`] so the report follows what is hot now rather than since start.
 //!
 //! Sessions sample about one keyed request in [`SAMPLE_RATE`] (a random skip, so periodic
@@ -31,18 +30,29 @@ const MAX_KEY_BYTES: usize = 256;
 /// One counted key.
 #[derive(Debug, Clone)]
 struct Counter {
-    key: Box<[u8]>,
+    key: Vec<u8>,
+    hash: u64,
     count: u64,
     error: u64,
 }
 
 /// A space-saving top-K sketch.
+///
+/// Two changes from the textbook version keep a sampled miss cheap: counters are found by a
+/// 64-bit hash of the key (the key is compared to rule out a collision, whose sample is then
+/// dropped), and the counter given up for a new key is the smallest of [`EVICTION_SAMPLES`]
+/// random ones rather than the global minimum. A key far above the rest is practically never
+/// the smallest of a random handful, so the top of the report is unaffected; counts stay upper
+/// bounds with `error` the most they may be over.
 #[derive(Debug)]
 pub struct SpaceSaving {
     capacity: usize,
     counters: Vec<Counter>,
-    index: HashMap<Box<[u8]>, usize>,
+    index: HashMap<u64, usize>,
 }
+
+/// Counters looked at to choose one to give up for a new key.
+const EVICTION_SAMPLES: usize = 8;
 
 /// A key in a top-K report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,34 +78,40 @@ impl SpaceSaving {
     /// Counts `weight` requests of `key`.
     pub fn offer(&mut self, key: &[u8], weight: u64) {
         let key = &key[..key.len().min(MAX_KEY_BYTES)];
-        if let Some(&at) = self.index.get(key) {
-            self.counters[at].count += weight;
+        let hash = fnv1a(key);
+        if let Some(&at) = self.index.get(&hash) {
+            let c = &mut self.counters[at];
+            if c.key == key {
+                c.count += weight;
+            }
             return;
         }
         if self.counters.len() < self.capacity {
-            self.index.insert(key.into(), self.counters.len());
+            self.index.insert(hash, self.counters.len());
             self.counters.push(Counter {
-                key: key.into(),
+                key: key.to_vec(),
+                hash,
                 count: weight,
                 error: 0,
             });
             return;
         }
-        // Linear scan: only sampled misses get here and the capacity is a few hundred.
-        let Some((at, _)) = self
-            .counters
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, c)| c.count)
-        else {
-            return;
-        };
+        let n = self.counters.len();
+        let mut at = fastrand::usize(..n);
+        for _ in 1..EVICTION_SAMPLES {
+            let other = fastrand::usize(..n);
+            if self.counters[other].count < self.counters[at].count {
+                at = other;
+            }
+        }
         let victim = &mut self.counters[at];
-        self.index.remove(&victim.key);
-        victim.key = key.into();
+        self.index.remove(&victim.hash);
+        victim.key.clear();
+        victim.key.extend_from_slice(key);
+        victim.hash = hash;
         victim.error = victim.count;
         victim.count += weight;
-        self.index.insert(key.into(), at);
+        self.index.insert(hash, at);
     }
 
     /// The `k` keys with the highest counts, highest first.
@@ -105,7 +121,7 @@ impl SpaceSaving {
         all.into_iter()
             .take(k)
             .map(|c| HotKey {
-                key: c.key.to_vec(),
+                key: c.key.clone(),
                 count: c.count,
                 error: c.error,
             })
@@ -123,7 +139,7 @@ impl SpaceSaving {
             .counters
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.key.clone(), i))
+            .map(|(i, c)| (c.hash, i))
             .collect();
     }
 
@@ -136,6 +152,14 @@ impl SpaceSaving {
     pub fn is_empty(&self) -> bool {
         self.counters.is_empty()
     }
+}
+
+/// FNV-1a: stable across processes and releases, unlike std's randomised SipHash. Keys come
+/// from clients, but a crafted collision only drops that key's samples.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The process-wide sketch with its decay clock.
@@ -218,11 +242,7 @@ fn next_skip() -> u32 {
 /// or `h:` and 16 hex digits of a hash when names must not be exposed.
 pub fn display_key(key: &[u8], hashed: bool) -> String {
     if hashed {
-        // FNV-1a: stable across processes and releases, unlike std's randomised SipHash.
-        let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        return format!("h:{h:016x}");
+        return format!("h:{:016x}", fnv1a(key));
     }
     let mut out = String::with_capacity(key.len());
     for &b in key {

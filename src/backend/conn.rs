@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo};
+use crate::metrics::histogram::AtomicHistogram;
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
 
 /// `ASKING` in wire form, sent before a request redirected by `-ASK`.
@@ -266,7 +267,7 @@ fn rate_limited_warn(warned: &mut Option<(Instant, u64)>, addr: &str, e: &ConnEr
 struct NodeMetrics {
     connections: metrics::Gauge,
     /// Reply latency; `None` when `metrics.enabled` is off.
-    duration: Option<metrics::Histogram>,
+    duration: Option<Arc<AtomicHistogram>>,
 }
 
 impl NodeMetrics {
@@ -275,9 +276,7 @@ impl NodeMetrics {
         let node = addr.to_string();
         Self {
             connections: metrics::gauge!(crate::metrics::names::BACKEND_CONNECTIONS, "node" => node.clone()),
-            duration: enabled.then(
-                || metrics::histogram!(crate::metrics::names::BACKEND_DURATION, "node" => node),
-            ),
+            duration: enabled.then(|| crate::metrics::backend_histogram(&node)),
         }
     }
 }
@@ -287,12 +286,12 @@ impl NodeMetrics {
 #[derive(Default)]
 struct LatencyRun {
     sent_at: Option<Instant>,
-    count: usize,
+    count: u64,
 }
 
 impl LatencyRun {
     #[inline]
-    fn add(&mut self, sent_at: Instant, now: Instant, h: &metrics::Histogram) {
+    fn add(&mut self, sent_at: Instant, now: Instant, h: &AtomicHistogram) {
         if self.sent_at == Some(sent_at) {
             self.count += 1;
             return;
@@ -302,9 +301,9 @@ impl LatencyRun {
         self.count = 1;
     }
 
-    fn flush(&mut self, now: Instant, h: &metrics::Histogram) {
+    fn flush(&mut self, now: Instant, h: &AtomicHistogram) {
         if let Some(sent) = self.sent_at.take() {
-            h.record_many(now.duration_since(sent).as_secs_f64(), self.count);
+            h.record_n(now.duration_since(sent), self.count);
         }
     }
 }
@@ -418,7 +417,7 @@ async fn serve(
 ) -> Result<(), ConnError> {
     let (rd, wr) = stream.into_split();
     let writer = write_loop(wr, rx, fifo, s.wait.clone());
-    let reader = read_loop(rd, fifo, s, obs.duration.as_ref());
+    let reader = read_loop(rd, fifo, s, obs.duration.as_deref());
     tokio::pin!(writer, reader);
     tokio::select! {
         res = &mut writer => {
@@ -556,7 +555,7 @@ async fn read_loop(
     mut rd: OwnedReadHalf,
     fifo: &Fifo,
     s: &ConnSettings,
-    latency: Option<&metrics::Histogram>,
+    latency: Option<&AtomicHistogram>,
 ) -> Result<(), ConnError> {
     let mut buf = BytesMut::new();
     let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);

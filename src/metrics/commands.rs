@@ -11,8 +11,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use metrics::{counter, histogram, Counter, Histogram};
+use metrics::{counter, Counter};
 
+use super::histogram::AtomicHistogram;
 use super::names;
 
 /// Longest command name indexed; longer names are `unknown`.
@@ -36,8 +37,8 @@ pub struct CommandHandles {
     pub ok: Counter,
     /// `slotway_commands_total{outcome="error"}`.
     pub error: Counter,
-    /// `slotway_command_duration_seconds`.
-    pub duration: Histogram,
+    /// `slotway_command_duration_seconds` (rendered at scrape time).
+    pub duration: AtomicHistogram,
 }
 
 impl CommandHandles {
@@ -46,7 +47,7 @@ impl CommandHandles {
         Arc::new(Self {
             ok: counter!(names::COMMANDS, "command" => label.clone(), "outcome" => "ok"),
             error: counter!(names::COMMANDS, "command" => label.clone(), "outcome" => "error"),
-            duration: histogram!(names::COMMAND_DURATION, "command" => label.clone()),
+            duration: AtomicHistogram::new(names::LATENCY_BUCKETS),
             name: label,
         })
     }
@@ -72,6 +73,11 @@ impl CommandIndex {
         lower.copy_from_slice(name);
         lower.make_ascii_lowercase();
         self.ids.get(&*lower).copied()
+    }
+
+    /// Every command's handles, `unknown` first.
+    pub fn all(&self) -> &[Arc<CommandHandles>] {
+        &self.handles
     }
 
     /// The handles of `id` (those of `unknown` for an id from another index).

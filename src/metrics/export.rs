@@ -13,6 +13,28 @@ use crate::hotkeys;
 
 /// Appends the scrape-time families in the Prometheus text format.
 pub fn render(out: &mut String, m: &ProxyMetrics) {
+    family(
+        out,
+        names::COMMAND_DURATION,
+        "histogram",
+        "Seconds from reading a command to having its reply, by command.",
+    );
+    for h in super::global().commands.index().all() {
+        if h.duration.count() > 0 {
+            let labels = format!("command=\"{}\"", escape_label(&h.name));
+            h.duration.render(out, names::COMMAND_DURATION, &labels);
+        }
+    }
+    family(
+        out,
+        names::BACKEND_DURATION,
+        "histogram",
+        "Seconds from writing a request to a node to its reply, by node.",
+    );
+    for (node, h) in super::backend_histograms() {
+        let labels = format!("node=\"{}\"", escape_label(&node));
+        h.render(out, names::BACKEND_DURATION, &labels);
+    }
     if m.config.per_slot {
         family(
             out,

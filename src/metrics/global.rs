@@ -61,7 +61,7 @@ pub struct Global {
     pub bytes_received: Counter,
     /// `slotway_client_bytes_sent_total`.
     pub bytes_sent: Counter,
-    /// `slotway_inflight_requests`.
+    /// `slotway_inflight_requests`, set from [`super::session::INFLIGHT`] at scrape time.
     pub inflight: Gauge,
     /// `slotway_redirects_total{kind="moved"}`.
     pub moved: Counter,

@@ -7,16 +7,20 @@
 //! - [`commands`]: command name → small id → handles, so a session counts by array index.
 //! - [`session`]: plain-integer accumulators of one client session, flushed once per batch.
 //! - [`slots`]: per-slot counters (a fixed array of atomics) and their per-shard totals.
-//! - [`export`]: families rendered at scrape time (slots, shards, hot keys) next to the recorder's.
+//! - [`histogram`]: latency histograms of atomic bucket counters (no per-sample queue).
+//! - [`export`]: families rendered at scrape time (latency, slots, shards, hot keys) next to
+//!   the recorder's.
 
 pub mod commands;
 pub mod export;
 pub mod global;
+pub mod histogram;
 pub mod names;
 pub mod session;
 pub mod slots;
 
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -41,23 +45,12 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 }
 
 fn build_and_install() -> Option<PrometheusHandle> {
-    let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(names::COMMAND_DURATION.into()),
-            names::LATENCY_BUCKETS,
-        )
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full(names::BACKEND_DURATION.into()),
-                names::LATENCY_BUCKETS,
-            )
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full(names::TOPOLOGY_REFRESH_DURATION.into()),
-                names::REFRESH_BUCKETS,
-            )
-        });
+    // Request latencies are histogram::AtomicHistogram, rendered by `export`; only the
+    // refresh duration (a few samples a minute) uses the recorder's histogram.
+    let builder = PrometheusBuilder::new().set_buckets_for_metric(
+        Matcher::Full(names::TOPOLOGY_REFRESH_DURATION.into()),
+        names::REFRESH_BUCKETS,
+    );
     let builder = match builder {
         Ok(b) => b,
         Err(e) => {
@@ -111,6 +104,35 @@ impl ProxyMetrics {
             config,
         })
     }
+}
+
+/// The backend latency histograms, by node address.
+type NodeHistograms = Mutex<BTreeMap<String, Arc<histogram::AtomicHistogram>>>;
+
+fn node_histograms() -> &'static NodeHistograms {
+    static NODES: OnceLock<NodeHistograms> = OnceLock::new();
+    NODES.get_or_init(NodeHistograms::default)
+}
+
+/// The `slotway_backend_duration_seconds` histogram of `node` (created on first use, kept for
+/// the life of the process like any metric series).
+pub fn backend_histogram(node: &str) -> Arc<histogram::AtomicHistogram> {
+    node_histograms()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(node.to_string())
+        .or_insert_with(|| Arc::new(histogram::AtomicHistogram::new(names::LATENCY_BUCKETS)))
+        .clone()
+}
+
+/// Every node's backend latency histogram, by address.
+pub fn backend_histograms() -> Vec<(String, Arc<histogram::AtomicHistogram>)> {
+    node_histograms()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Records one finished topology refresh round.

@@ -66,14 +66,6 @@ pub(crate) const HELP: &[(&str, &str)] = &[
         COMMANDS,
         "Commands answered, by command and outcome (ok or error).",
     ),
-    (
-        COMMAND_DURATION,
-        "Seconds from reading a command to having its reply, by command.",
-    ),
-    (
-        BACKEND_DURATION,
-        "Seconds from writing a request to a node to its reply, by node.",
-    ),
     (BYTES_RECEIVED, "Bytes read from clients."),
     (BYTES_SENT, "Bytes written to clients."),
     (INFLIGHT, "Client requests awaiting their reply."),

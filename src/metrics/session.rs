@@ -5,6 +5,7 @@
 //! Time is read once per read batch (the start of every request in it) and once per batch of
 //! completions (their end), never per request.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,13 @@ use super::global::global;
 use super::slots;
 use crate::command::CommandTable;
 use crate::hotkeys::{self, Sampler};
+
+/// Requests awaiting replies over all sessions; exported as `slotway_inflight_requests` at
+/// scrape time (a plain integer add instead of a float gauge's compare-and-swap loop).
+pub static INFLIGHT: AtomicI64 = AtomicI64::new(0);
+
+/// Longest command name the one-entry lookup cache holds.
+const CACHED_NAME: usize = 16;
 
 /// Consecutive requests of one command with the same start and end: one histogram call.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +39,10 @@ pub struct SessionMetrics {
     enabled: bool,
     hot_keys: bool,
     index: Arc<CommandIndex>,
+    /// The last command looked up, exactly as the client spelt it: pipelines tend to repeat one.
+    last_name: [u8; CACHED_NAME],
+    last_len: usize,
+    last_id: CommandId,
     /// `[ok, error]` per command id since the last flush.
     counts: Vec<[u32; 2]>,
     /// Ids with non-zero `counts`.
@@ -60,6 +72,9 @@ impl SessionMetrics {
             enabled,
             hot_keys: enabled && hot_keys,
             index: g.commands.index(),
+            last_name: [0; CACHED_NAME],
+            last_len: usize::MAX,
+            last_id: CommandId::UNKNOWN,
             counts: Vec::new(),
             dirty: Vec::new(),
             run: None,
@@ -109,12 +124,23 @@ impl SessionMetrics {
         if !self.enabled {
             return CommandId::UNKNOWN;
         }
-        if let Some(id) = self.index.lookup(name) {
-            return id;
+        if name.len() == self.last_len && self.last_name[..name.len()] == *name {
+            return self.last_id;
         }
-        let canonical = table.lookup(name).map(|spec| spec.name.as_str());
-        let (id, index) = global().commands.register(name, canonical);
-        self.index = index;
+        let id = match self.index.lookup(name) {
+            Some(id) => id,
+            None => {
+                let canonical = table.lookup(name).map(|spec| spec.name.as_str());
+                let (id, index) = global().commands.register(name, canonical);
+                self.index = index;
+                id
+            }
+        };
+        if name.len() <= CACHED_NAME {
+            self.last_name[..name.len()].copy_from_slice(name);
+            self.last_len = name.len();
+            self.last_id = id;
+        }
         id
     }
 
@@ -198,11 +224,10 @@ impl SessionMetrics {
     }
 
     fn record_run(&self, r: Run) {
-        let secs = r.end.saturating_duration_since(r.start).as_secs_f64();
         self.index
             .handles(r.id)
             .duration
-            .record_many(secs, r.count as usize);
+            .record_n(r.end.saturating_duration_since(r.start), u64::from(r.count));
     }
 
     /// Pushes everything accumulated into the shared metrics; `inflight` is the session's
@@ -220,7 +245,7 @@ impl SessionMetrics {
             g.bytes_sent.increment(std::mem::take(&mut self.bytes_out));
         }
         if inflight != self.inflight {
-            g.inflight.increment(inflight as f64 - self.inflight as f64);
+            INFLIGHT.fetch_add(inflight as i64 - self.inflight as i64, Ordering::Relaxed);
             self.inflight = inflight;
         }
         if let Some(r) = self.run.take() {
