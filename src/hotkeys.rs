@@ -21,7 +21,7 @@ pub const MAX_K: usize = 100;
 /// Counters the shared sketch keeps: several times the largest K, so the top K are reliable.
 pub const CAPACITY: usize = 4 * MAX_K;
 /// About one keyed request in this many is offered to the sketch.
-pub const SAMPLE_RATE: u32 = 16;
+pub const SAMPLE_RATE: u32 = 32;
 /// Counts halve this often.
 pub const DECAY_PERIOD: Duration = Duration::from_secs(60);
 /// Longer keys are counted by their first this-many bytes.

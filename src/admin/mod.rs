@@ -148,11 +148,6 @@ pub fn render_metrics(ctx: &AdminContext) -> String {
         g.slot_map_age.set(t.fetched_at.elapsed().as_secs_f64());
         g.slots_covered.set(t.assigned_slots() as f64);
     }
-    g.inflight.set(
-        metrics::session::INFLIGHT
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(0) as f64,
-    );
     let ready = report::readiness(&ctx.shared).is_ok();
     g.ready.set(if ready { 1.0 } else { 0.0 });
     let mut out = metrics::install().map_or_else(String::new, |h| h.render());

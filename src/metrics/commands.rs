@@ -1,20 +1,17 @@
-//! Per-command metric handles behind small integer ids.
+//! Command names behind small integer ids.
 //!
 //! A session looks a command up once per request in its own cached copy of the index (an
-//! allocation-free hash of the lower-cased name) and then counts into plain integers by id.
-//! Handles are created the first time a command is seen, so `/metrics` only lists commands that
-//! were used; names the command table does not know share the id of `unknown`, so clients
-//! cannot grow the label set.
+//! allocation-free hash of the lower-cased name) and then counts into arrays by id. Ids are
+//! given the first time a command is seen; names the command table does not know share the id
+//! of `unknown`, so clients cannot grow the label set.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use metrics::{counter, Counter};
 
-use super::histogram::AtomicHistogram;
-use super::names;
+use super::shard::MAX_COMMANDS;
 
 /// Longest command name indexed; longer names are `unknown`.
 const MAX_NAME: usize = 64;
@@ -28,27 +25,17 @@ impl CommandId {
     pub const UNKNOWN: CommandId = CommandId(0);
 }
 
-/// The handles of one command.
+/// What the metrics know of one command.
 #[derive(Debug)]
 pub struct CommandHandles {
     /// The `command` label.
     pub name: String,
-    /// `slotway_commands_total{outcome="ok"}`.
-    pub ok: Counter,
-    /// `slotway_commands_total{outcome="error"}`.
-    pub error: Counter,
-    /// `slotway_command_duration_seconds` (rendered at scrape time).
-    pub duration: AtomicHistogram,
 }
 
 impl CommandHandles {
     fn new(name: &str) -> Arc<Self> {
-        let label = name.to_string();
         Arc::new(Self {
-            ok: counter!(names::COMMANDS, "command" => label.clone(), "outcome" => "ok"),
-            error: counter!(names::COMMANDS, "command" => label.clone(), "outcome" => "error"),
-            duration: AtomicHistogram::new(names::LATENCY_BUCKETS),
-            name: label,
+            name: name.to_string(),
         })
     }
 }
@@ -126,6 +113,9 @@ impl CommandRegistry {
         let Ok(raw) = u16::try_from(current.handles.len()) else {
             return (CommandId::UNKNOWN, current);
         };
+        if usize::from(raw) >= MAX_COMMANDS {
+            return (CommandId::UNKNOWN, current);
+        }
         let id = CommandId(raw);
         let mut ids = current.ids.clone();
         ids.insert(name.to_ascii_lowercase().into(), id);

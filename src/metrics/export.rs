@@ -1,11 +1,13 @@
 //! Families rendered at scrape time from the proxy's own counters rather than kept in the
-//! recorder: ops per slot (only slots that saw traffic), ops per shard, and the hot keys. Their
-//! label sets change (a key stops being hot), which the recorder could only forget by expiring
-//! every idle metric.
+//! recorder: the request-path counters and latencies (per-thread shards, added up here), ops per
+//! slot (only slots that saw traffic), ops per shard, and the hot keys, whose label set changes
+//! (a key stops being hot), which the recorder could only forget by expiring every idle metric.
 
 use std::fmt::Write;
 
+use super::commands::CommandId;
 use super::names;
+use super::shard;
 use super::slots;
 use super::ProxyMetrics;
 use crate::cluster::topology::SLOTS;
@@ -13,16 +15,37 @@ use crate::hotkeys;
 
 /// Appends the scrape-time families in the Prometheus text format.
 pub fn render(out: &mut String, m: &ProxyMetrics) {
+    let t = shard::totals();
+    let index = super::global().commands.index();
+    family(
+        out,
+        names::COMMANDS,
+        "counter",
+        "Commands answered, by command and outcome (ok or error).",
+    );
+    for (id, [ok, error]) in t.outcomes.iter().enumerate() {
+        if ok + error == 0 {
+            continue;
+        }
+        let name = escape_label(&index.handles(CommandId(id as u16)).name);
+        for (outcome, n) in [("ok", ok), ("error", error)] {
+            let _ = writeln!(
+                out,
+                "{}{{command=\"{name}\",outcome=\"{outcome}\"}} {n}",
+                names::COMMANDS
+            );
+        }
+    }
     family(
         out,
         names::COMMAND_DURATION,
         "histogram",
         "Seconds from reading a command to having its reply, by command.",
     );
-    for h in super::global().commands.index().all() {
-        if h.duration.count() > 0 {
-            let labels = format!("command=\"{}\"", escape_label(&h.name));
-            h.duration.render(out, names::COMMAND_DURATION, &labels);
+    for (id, h) in t.durations.iter().enumerate() {
+        if let Some(h) = h {
+            let name = escape_label(&index.handles(CommandId(id as u16)).name);
+            h.render(out, names::COMMAND_DURATION, &format!("command=\"{name}\""));
         }
     }
     family(
@@ -35,6 +58,27 @@ pub fn render(out: &mut String, m: &ProxyMetrics) {
         let labels = format!("node=\"{}\"", escape_label(&node));
         h.render(out, names::BACKEND_DURATION, &labels);
     }
+    family(
+        out,
+        names::BYTES_RECEIVED,
+        "counter",
+        "Bytes read from clients.",
+    );
+    let _ = writeln!(out, "{} {}", names::BYTES_RECEIVED, t.bytes_in);
+    family(
+        out,
+        names::BYTES_SENT,
+        "counter",
+        "Bytes written to clients.",
+    );
+    let _ = writeln!(out, "{} {}", names::BYTES_SENT, t.bytes_out);
+    family(
+        out,
+        names::INFLIGHT,
+        "gauge",
+        "Client requests awaiting their reply.",
+    );
+    let _ = writeln!(out, "{} {}", names::INFLIGHT, t.inflight.max(0));
     if m.config.per_slot {
         family(
             out,

@@ -57,12 +57,6 @@ pub struct Global {
     pub accepted: Counter,
     /// `slotway_client_connections_rejected_total{reason="max_connections"}`.
     pub rejected_max_connections: Counter,
-    /// `slotway_client_bytes_received_total`.
-    pub bytes_received: Counter,
-    /// `slotway_client_bytes_sent_total`.
-    pub bytes_sent: Counter,
-    /// `slotway_inflight_requests`, set from [`super::session::INFLIGHT`] at scrape time.
-    pub inflight: Gauge,
     /// `slotway_redirects_total{kind="moved"}`.
     pub moved: Counter,
     /// `slotway_redirects_total{kind="ask"}`.
@@ -104,9 +98,6 @@ pub fn global() -> &'static Global {
             client_connections: gauge!(names::CLIENT_CONNECTIONS),
             accepted: counter!(names::CLIENT_ACCEPTED),
             rejected_max_connections: counter!(names::CLIENT_REJECTED, "reason" => "max_connections"),
-            bytes_received: counter!(names::BYTES_RECEIVED),
-            bytes_sent: counter!(names::BYTES_SENT),
-            inflight: gauge!(names::INFLIGHT),
             moved: counter!(names::REDIRECTS, "kind" => "moved"),
             ask: counter!(names::REDIRECTS, "kind" => "ask"),
             retries: RetryReason::ALL.map(|r| counter!(names::RETRIES, "reason" => r.label())),
@@ -125,8 +116,6 @@ pub fn global() -> &'static Global {
         for c in [
             &g.accepted,
             &g.rejected_max_connections,
-            &g.bytes_received,
-            &g.bytes_sent,
             &g.moved,
             &g.ask,
             &g.refresh_ok,
@@ -140,7 +129,6 @@ pub fn global() -> &'static Global {
             c.increment(0);
         }
         g.client_connections.increment(0.0);
-        g.inflight.increment(0.0);
         g
     })
 }

@@ -48,13 +48,65 @@ impl AtomicHistogram {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
+    /// The current counts, to merge or render.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            bounds: self.bounds,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            sum_ns: self.sum_ns.load(Ordering::Relaxed),
+        }
+    }
+
     /// Appends the `_bucket`, `_sum` and `_count` series of `name`; `labels` is the rendered
     /// label list without braces (`command="get"`), possibly empty.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        self.snapshot().render(out, name, labels);
+    }
+}
+
+/// A histogram's counts at one moment; snapshots of one metric from several shards add up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    bounds: &'static [f64],
+    /// Samples per bucket (not cumulative); the last is `+Inf`.
+    buckets: Vec<u64>,
+    sum_ns: u64,
+}
+
+impl Snapshot {
+    /// An empty snapshot with these bounds.
+    pub fn empty(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: vec![0; bounds.len() + 1],
+            sum_ns: 0,
+        }
+    }
+
+    /// Adds `other`'s counts (same bounds).
+    pub fn merge(&mut self, other: &Snapshot) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum_ns += other.sum_ns;
+    }
+
+    /// Samples counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Appends the `_bucket`, `_sum` and `_count` series of `name` (see
+    /// [`AtomicHistogram::render`]).
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
+            cumulative += bucket;
             let le = self
                 .bounds
                 .get(i)
@@ -64,7 +116,7 @@ impl AtomicHistogram {
                 "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
             );
         }
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.sum_ns as f64 / 1e9;
         let braces = |l: &str| {
             if l.is_empty() {
                 String::new()
@@ -104,5 +156,11 @@ mod tests {
             bare.contains("y_bucket{le=\"+Inf\"} 7\ny_sum 1.0125\ny_count 7\n"),
             "{bare}"
         );
+        let mut twice = h.snapshot();
+        twice.merge(&h.snapshot());
+        assert_eq!(twice.count(), 14);
+        let mut empty = Snapshot::empty(BOUNDS);
+        empty.merge(&h.snapshot());
+        assert_eq!(empty, h.snapshot());
     }
 }

@@ -6,6 +6,7 @@
 //! - [`global`]: handles of metrics with fixed labels, created once.
 //! - [`commands`]: command name → small id → handles, so a session counts by array index.
 //! - [`session`]: plain-integer accumulators of one client session, flushed once per batch.
+//! - [`shard`]: per-thread atomics the sessions flush into, added up at scrape time.
 //! - [`slots`]: per-slot counters (a fixed array of atomics) and their per-shard totals.
 //! - [`histogram`]: latency histograms of atomic bucket counters (no per-sample queue).
 //! - [`export`]: families rendered at scrape time (latency, slots, shards, hot keys) next to
@@ -17,6 +18,7 @@ pub mod global;
 pub mod histogram;
 pub mod names;
 pub mod session;
+pub mod shard;
 pub mod slots;
 
 use std::collections::BTreeMap;

@@ -57,18 +57,12 @@ pub const REFRESH_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Every metric the recorder describes, with its help text.
+/// Every metric the recorder holds, with its help text (the rest are rendered by
+/// [`super::export`] with their own).
 pub(crate) const HELP: &[(&str, &str)] = &[
     (CLIENT_CONNECTIONS, "Current client connections."),
     (CLIENT_ACCEPTED, "Client connections accepted since start."),
     (CLIENT_REJECTED, "Client connections refused, by reason."),
-    (
-        COMMANDS,
-        "Commands answered, by command and outcome (ok or error).",
-    ),
-    (BYTES_RECEIVED, "Bytes read from clients."),
-    (BYTES_SENT, "Bytes written to clients."),
-    (INFLIGHT, "Client requests awaiting their reply."),
     (BACKEND_CONNECTIONS, "Established connections to each node."),
     (REDIRECTS, "MOVED and ASK redirects followed, by kind."),
     (

@@ -1,11 +1,11 @@
 //! One client session's metric accumulators: plain integers and a run-length buffer, flushed
-//! into the shared handles once per turn of the session loop, so a pipelined batch of N
+//! into this thread's [`shard`] once per turn of the session loop, so a pipelined batch of N
 //! requests costs a handful of atomic operations instead of several per request.
 //!
 //! Time is read once per read batch (the start of every request in it) and once per batch of
 //! completions (their end), never per request.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,13 +13,10 @@ use bytes::Bytes;
 
 use super::commands::{CommandId, CommandIndex};
 use super::global::global;
+use super::shard;
 use super::slots;
 use crate::command::CommandTable;
 use crate::hotkeys::{self, Sampler};
-
-/// Requests awaiting replies over all sessions; exported as `slotway_inflight_requests` at
-/// scrape time (a plain integer add instead of a float gauge's compare-and-swap loop).
-pub static INFLIGHT: AtomicI64 = AtomicI64::new(0);
 
 /// Longest command name the one-entry lookup cache holds.
 const CACHED_NAME: usize = 16;
@@ -30,6 +27,8 @@ struct Run {
     id: CommandId,
     start: Instant,
     end: Instant,
+    /// `end - start`, computed once per run.
+    took: Duration,
     count: u32,
 }
 
@@ -172,8 +171,7 @@ impl SessionMetrics {
             return Duration::ZERO;
         }
         let end = self.completed_at;
-        self.count(id, start, end, error);
-        end.saturating_duration_since(start)
+        self.count(id, start, end, error)
     }
 
     /// A request of the current read batch was answered by the proxy itself.
@@ -196,7 +194,8 @@ impl SessionMetrics {
         }
     }
 
-    fn count(&mut self, id: CommandId, start: Instant, end: Instant, error: bool) {
+    /// Counts one request and returns how long it took.
+    fn count(&mut self, id: CommandId, start: Instant, end: Instant, error: bool) -> Duration {
         let i = usize::from(id.0);
         if self.counts.len() <= i {
             self.counts.resize(i + 1, [0, 0]);
@@ -209,59 +208,60 @@ impl SessionMetrics {
         if let Some(r) = &mut self.run {
             if r.id == id && r.start == start && r.end == end {
                 r.count += 1;
-                return;
+                return r.took;
             }
         }
         if let Some(prev) = self.run.take() {
             self.record_run(prev);
         }
+        let took = end.saturating_duration_since(start);
         self.run = Some(Run {
             id,
             start,
             end,
+            took,
             count: 1,
         });
+        took
     }
 
     fn record_run(&self, r: Run) {
-        self.index
-            .handles(r.id)
-            .duration
-            .record_n(r.end.saturating_duration_since(r.start), u64::from(r.count));
+        shard::with(|s| {
+            if let Some(h) = s.duration(usize::from(r.id.0)) {
+                h.record_n(r.took, u64::from(r.count));
+            }
+        });
     }
 
-    /// Pushes everything accumulated into the shared metrics; `inflight` is the session's
+    /// Pushes everything accumulated into this thread's shard; `inflight` is the session's
     /// number of requests awaiting replies.
     pub fn flush(&mut self, inflight: usize) {
         if !self.enabled {
             return;
         }
-        let g = global();
-        if self.bytes_in > 0 {
-            g.bytes_received
-                .increment(std::mem::take(&mut self.bytes_in));
-        }
-        if self.bytes_out > 0 {
-            g.bytes_sent.increment(std::mem::take(&mut self.bytes_out));
-        }
-        if inflight != self.inflight {
-            INFLIGHT.fetch_add(inflight as i64 - self.inflight as i64, Ordering::Relaxed);
-            self.inflight = inflight;
-        }
         if let Some(r) = self.run.take() {
             self.record_run(r);
         }
-        for id in self.dirty.drain(..) {
-            let c = &mut self.counts[usize::from(id.0)];
-            let h = self.index.handles(id);
-            if c[0] > 0 {
-                h.ok.increment(u64::from(c[0]));
+        shard::with(|s| {
+            if self.bytes_in > 0 {
+                s.bytes_in
+                    .fetch_add(std::mem::take(&mut self.bytes_in), Ordering::Relaxed);
             }
-            if c[1] > 0 {
-                h.error.increment(u64::from(c[1]));
+            if self.bytes_out > 0 {
+                s.bytes_out
+                    .fetch_add(std::mem::take(&mut self.bytes_out), Ordering::Relaxed);
             }
-            *c = [0, 0];
-        }
+            if inflight != self.inflight {
+                s.inflight
+                    .fetch_add(inflight as i64 - self.inflight as i64, Ordering::Relaxed);
+                self.inflight = inflight;
+            }
+            for id in self.dirty.drain(..) {
+                let c = &mut self.counts[usize::from(id.0)];
+                s.outcomes(usize::from(id.0), u64::from(c[0]), u64::from(c[1]));
+                *c = [0, 0];
+            }
+        });
         if !self.sampled.is_empty() {
             hotkeys::offer_sampled(&self.sampled);
             self.sampled.clear();
@@ -313,5 +313,49 @@ mod tests {
         assert!(m.dirty.is_empty());
         assert_eq!(m.counts[usize::from(get.0)], [0, 0]);
         assert_eq!(m.inflight, 2);
+    }
+}
+
+/// The recording work of the request path, timed in a loop: what one pipelined batch of 16
+/// costs a session with metrics on (read, command lookups, slot counts, completions, flush),
+/// plus the backend side (one clock read per socket read, one histogram add per run).
+/// `cargo test --release --lib -- --ignored --nocapture recording_cost` prints ns per request;
+/// benches/README.md compares it with the proxy's CPU per request.
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement, not a check; run in release mode"]
+    fn recording_cost() {
+        const BATCH: usize = 16;
+        const ROUNDS: usize = 200_000;
+        let table = CommandTable::builtin();
+        let names: [&[u8]; 2] = [b"SET", b"GET"];
+        let raw = Bytes::from_static(b"key:000000012345");
+        let backend = crate::metrics::backend_histogram("127.0.0.1:1");
+        let mut m = SessionMetrics::new(true, true);
+        let started = Instant::now();
+        for round in 0..ROUNDS {
+            let name = names[round % 2];
+            m.read(BATCH * 40);
+            let start = m.batch_start();
+            let mut ids = [CommandId::UNKNOWN; BATCH];
+            for (i, id) in ids.iter_mut().enumerate() {
+                *id = m.command(name, &table);
+                m.keyed(((round * BATCH + i) % 16384) as u16, || raw.clone());
+            }
+            m.dispatched();
+            let read_at = Instant::now();
+            backend.record_n(read_at.duration_since(start), BATCH as u64);
+            m.completions();
+            for id in ids {
+                m.finished(id, start, false);
+            }
+            m.wrote(BATCH * 5);
+            m.flush(0);
+        }
+        let per_request = started.elapsed().as_nanos() as f64 / (ROUNDS * BATCH) as f64;
+        println!("metrics recording: {per_request:.1} ns per request (pipeline depth {BATCH})");
     }
 }
