@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod access;
+pub use access::{AuthConfig, PolicyConfig, UserConfig};
+
+use crate::security::Secret;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -59,6 +64,12 @@ pub struct Config {
     pub backend: BackendConfig,
     /// Limits applied to each client connection.
     pub client: ClientConfig,
+    /// Client authentication (passwords, users).
+    pub auth: AuthConfig,
+    /// Commands refused for every client.
+    pub policy: PolicyConfig,
+    /// How cluster-wide and cluster-mode commands are answered.
+    pub commands: CommandsConfig,
     /// Logging.
     pub log: LogConfig,
     /// Async runtime.
@@ -133,8 +144,12 @@ pub struct ClusterConfig {
     pub max_redirects: u32,
     /// Username for `AUTH` on every node; empty = default user (default empty).
     pub username: String,
+    /// A file holding the username, instead of `username` (default empty).
+    pub username_file: String,
     /// Password for `AUTH` on every node; empty = no AUTH (default empty).
-    pub password: String,
+    pub password: Secret,
+    /// A file holding the password, instead of `password` (default empty).
+    pub password_file: String,
     /// Where read-only commands go: `primary`, `prefer-replica` or `replica-round-robin`
     /// (default `primary`).
     pub read_policy: String,
@@ -186,6 +201,9 @@ pub struct BackendConfig {
     pub reconnect_backoff_max_ms: u64,
     /// Largest reply accepted from a node before the connection is dropped (default 1 GiB).
     pub max_reply_bytes: usize,
+    /// Dedicated connections per node for transactions, blocking commands and
+    /// subscriptions; a client needing one more gets an error (default 64).
+    pub max_dedicated_per_node: usize,
 }
 
 /// Per-client limits.
@@ -204,12 +222,33 @@ pub struct ClientConfig {
     pub max_inline_bytes: usize,
     /// Read chunk size (default 16384); buffers exist only while a client has data.
     pub read_buffer_bytes: usize,
-    /// Replies buffered for a client that does not read before it is disconnected (default 64 MiB).
+    /// Replies buffered for a client that does not read before it is disconnected;
+    /// 0 = no limit (default 64 MiB).
     pub output_buffer_limit_bytes: usize,
+    /// Pub/Sub messages buffered for a subscriber that does not read before it is
+    /// disconnected (default 32 MiB, Redis's pubsub hard limit).
+    pub pubsub_buffer_bytes: usize,
     /// Close clients idle this long; 0 = never (default 0).
     pub idle_timeout_ms: u64,
     /// On SIGTERM, how long clients get to finish requests already sent (default 10000 ms).
     pub drain_grace_ms: u64,
+}
+
+/// How the proxy answers commands that span the cluster or describe it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// Answer `CLUSTER INFO/SLOTS/SHARDS/NODES/MYID` as a one-node cluster owning every slot at
+    /// the proxy's own address, so cluster-mode clients work through it (default true).
+    pub cluster_emulation: bool,
+    /// `host:port` the emulated cluster announces; empty = the address each client connected
+    /// to (default empty).
+    pub announce_address: String,
+    /// Let clients run `CONFIG SET` / `CONFIG REWRITE` on every node (default false: refused).
+    pub allow_config_set: bool,
+    /// Script bodies remembered (least recently used dropped first) to answer `NOSCRIPT` by
+    /// loading the script on the node; 0 disables it (default 1024).
+    pub script_cache_entries: usize,
 }
 
 /// Logging settings.
@@ -231,9 +270,23 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             backend: BackendConfig::default(),
             client: ClientConfig::default(),
+            auth: AuthConfig::default(),
+            policy: PolicyConfig::default(),
+            commands: CommandsConfig::default(),
             log: LogConfig::default(),
             runtime: RuntimeConfig::default(),
             metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            cluster_emulation: true,
+            announce_address: String::new(),
+            allow_config_set: false,
+            script_cache_entries: 1024,
         }
     }
 }
@@ -246,7 +299,9 @@ impl Default for ClusterConfig {
             retry_deadline_ms: 5_000,
             max_redirects: 5,
             username: String::new(),
-            password: String::new(),
+            username_file: String::new(),
+            password: Secret::default(),
+            password_file: String::new(),
             read_policy: "primary".into(),
             durable_writes: false,
             durable_replicas: 1,
@@ -265,6 +320,7 @@ impl Default for BackendConfig {
             reconnect_backoff_min_ms: 50,
             reconnect_backoff_max_ms: 2_000,
             max_reply_bytes: 1 << 30,
+            max_dedicated_per_node: 64,
         }
     }
 }
@@ -279,6 +335,7 @@ impl Default for ClientConfig {
             max_inline_bytes: 64 << 10,
             read_buffer_bytes: 16 << 10,
             output_buffer_limit_bytes: 64 << 20,
+            pubsub_buffer_bytes: 32 << 20,
             idle_timeout_ms: 0,
             drain_grace_ms: 10_000,
         }
@@ -347,6 +404,14 @@ impl Config {
         )?;
         positive("backend.queue_depth", self.backend.queue_depth as u64)?;
         positive(
+            "backend.max_dedicated_per_node",
+            self.backend.max_dedicated_per_node as u64,
+        )?;
+        positive(
+            "client.pubsub_buffer_bytes",
+            self.client.pubsub_buffer_bytes as u64,
+        )?;
+        positive(
             "backend.connect_timeout_ms",
             self.backend.connect_timeout_ms,
         )?;
@@ -388,6 +453,34 @@ impl Config {
                 self.cluster.durable_replicas.into(),
             )?;
         }
+        for (key, inline, file) in [
+            (
+                "cluster.password_file",
+                !self.cluster.password.is_empty(),
+                &self.cluster.password_file,
+            ),
+            (
+                "cluster.username_file",
+                !self.cluster.username.is_empty(),
+                &self.cluster.username_file,
+            ),
+        ] {
+            if inline && !file.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "set either the value or the file, not both".into(),
+                });
+            }
+        }
+        self.auth.validate()?;
+        self.policy.validate()?;
+        let announce = &self.commands.announce_address;
+        if !announce.is_empty() && !valid_host_port(announce) {
+            return Err(ConfigError::Invalid {
+                key: "commands.announce_address",
+                reason: format!("expected host:port, got {announce:?}"),
+            });
+        }
         if self.metrics.hot_keys > crate::hotkeys::MAX_K {
             return Err(ConfigError::Invalid {
                 key: "metrics.hot_keys",
@@ -421,6 +514,18 @@ impl Config {
 }
 
 const ENV_PREFIX: &str = "SLOTWAY_";
+
+/// True for `host:port` with a non-empty host (IPv6 in brackets or bare) and a non-zero port.
+fn valid_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}
 
 /// Overlays `top` onto `base`, table by table.
 fn merge(base: &mut toml::Value, top: toml::Value) {
@@ -578,12 +683,66 @@ mod tests {
     }
 
     #[test]
+    fn commands_settings() {
+        let cfg = Config::default();
+        assert!(cfg.commands.cluster_emulation);
+        assert!(!cfg.commands.allow_config_set);
+        assert_eq!(cfg.commands.announce_address, "");
+        assert_eq!(cfg.commands.script_cache_entries, 1024);
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("SLOTWAY_COMMANDS_CLUSTER_EMULATION", "false"),
+                ("SLOTWAY_COMMANDS_ALLOW_CONFIG_SET", "true"),
+                ("SLOTWAY_COMMANDS_ANNOUNCE_ADDRESS", "proxy.example:6379"),
+                ("SLOTWAY_COMMANDS_SCRIPT_CACHE_ENTRIES", "0"),
+            ]),
+        )
+        .unwrap();
+        assert!(!cfg.commands.cluster_emulation);
+        assert!(cfg.commands.allow_config_set);
+        assert_eq!(cfg.commands.announce_address, "proxy.example:6379");
+        assert_eq!(cfg.commands.script_cache_entries, 0);
+        for bad in ["nope", ":6379", "host:0", "host:port", "a b:1"] {
+            let err =
+                Config::load(None, env(&[("SLOTWAY_COMMANDS_ANNOUNCE_ADDRESS", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("commands.announce_address"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(Config::keys().contains(&"commands.cluster_emulation".to_string()));
+    }
+
+    #[test]
+    fn example_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["local.toml", "kubernetes.toml"] {
+            let cfg = Config::load(Some(&dir.join(name)), Vec::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(cfg.commands.cluster_emulation, "{name}");
+            assert!(!cfg.commands.allow_config_set, "{name}");
+        }
+    }
+
+    #[test]
     fn keys_lists_every_setting() {
         let keys = Config::keys();
         assert!(keys.contains(&"listen".to_string()));
         assert!(keys.contains(&"backend.queue_depth".to_string()));
         assert!(keys.contains(&"admin.listen".to_string()));
         assert!(keys.contains(&"metrics.slowlog_threshold_us".to_string()));
+        for k in [
+            "auth.password",
+            "auth.password_file",
+            "auth.users",
+            "policy.deny",
+            "policy.allow",
+            "cluster.password_file",
+            "cluster.username_file",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k}");
+        }
     }
 
     #[test]

@@ -14,5 +14,6 @@ pub mod local;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod security;
 pub mod slowlog;
 pub mod status;

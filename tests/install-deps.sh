@@ -12,3 +12,16 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 redis-server --version
+# redis-py (both RESP2 and RESP3 clients) for tests/resp3.rs, in a venv outside the tree.
+py=/var/tmp/slotway-py
+if ! "$py/bin/python" -c 'import redis' >/dev/null 2>&1; then
+  command -v python3 >/dev/null 2>&1 || {
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 python3-venv >/dev/null
+  }
+  python3 -m venv "$py"
+  "$py/bin/pip" install -q 'redis>=5,<6'
+fi
+"$py/bin/python" -c 'import redis; print("redis-py", redis.__version__)'

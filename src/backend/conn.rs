@@ -55,7 +55,7 @@ pub struct ConnSettings {
     /// Largest reply accepted.
     pub max_reply_bytes: usize,
     /// `AUTH` credentials (username may be empty), sent on connect.
-    pub auth: Option<(String, String)>,
+    pub auth: Option<(String, crate::security::Secret)>,
     /// Send `READONLY` on connect (replica connections serving reads).
     pub readonly: bool,
     /// Record per-reply latency (`metrics.enabled`).
@@ -150,7 +150,11 @@ impl BackendConn {
     pub async fn send(&self, req: BackendRequest) {
         let req = match self.tx.try_send(req) {
             Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(r)) => r,
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                // The per-node queue bound is hit: this client now waits (backpressure).
+                metrics::counter!("slotway_backend_queue_full_total").increment(1);
+                r
+            }
             Err(mpsc::error::TrySendError::Closed(r)) => {
                 return fail(r, BackendError::NotSent(self.addr.to_string()))
             }
@@ -360,9 +364,12 @@ async fn connect(s: &ConnSettings) -> Result<TcpStream, ConnError> {
     let mut expected = 0;
     if let Some((user, pass)) = &s.auth {
         if user.is_empty() {
-            encode::command(&mut hello, &[b"AUTH", pass.as_bytes()]);
+            encode::command(&mut hello, &[b"AUTH", pass.expose().as_bytes()]);
         } else {
-            encode::command(&mut hello, &[b"AUTH", user.as_bytes(), pass.as_bytes()]);
+            encode::command(
+                &mut hello,
+                &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()],
+            );
         }
         expected += 1;
     }
@@ -370,11 +377,14 @@ async fn connect(s: &ConnSettings) -> Result<TcpStream, ConnError> {
         encode::command(&mut hello, &[b"READONLY"]);
         expected += 1;
     }
-    if expected > 0 {
-        tokio::time::timeout(s.command_timeout, handshake(&mut stream, &hello, expected))
-            .await
-            .map_err(|_| ConnError::ReplyTimeout)??;
-    }
+    // A node being killed still completes TCP handshakes until its process has finished
+    // exiting; a request written there would end with an unknown outcome. Only a node that
+    // answers is given requests.
+    encode::command(&mut hello, &[b"PING"]);
+    expected += 1;
+    tokio::time::timeout(s.command_timeout, handshake(&mut stream, &hello, expected))
+        .await
+        .map_err(|_| ConnError::ReplyTimeout)??;
     Ok(stream)
 }
 

@@ -1,10 +1,13 @@
 //! Connections from the proxy to Redis nodes: multiplexed, pipelined connections that carry
-//! many clients' requests, matched to replies by a FIFO of reply slots, and a per-node pool.
+//! many clients' requests, matched to replies by a FIFO of reply slots, and a per-node pool;
+//! and bounded pools of dedicated connections that one client session pins.
 
 mod conn;
+mod dedicated;
 mod pool;
 
 pub use conn::{BackendConn, ConnSettings, DurableWait};
+pub use dedicated::{DedicatedConn, DedicatedError, DedicatedPool};
 pub use pool::{Backends, NodePool};
 
 use bytes::Bytes;

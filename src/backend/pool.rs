@@ -33,15 +33,13 @@ impl NodePool {
 
     /// Sends a request on the connection `affinity` selects. One client always uses the same
     /// connection to a node, so its pipelined requests to that node run in the order it sent
-    /// them (a SET then GET of one key must not race on two connections). Only while that
-    /// connection is down does the request go to another one.
+    /// them (a SET then GET of one key must not race on two connections). While that
+    /// connection is down the request fails as not sent and the session retries it: a sibling
+    /// connection is not used, because when a node dies its other connections have often not
+    /// yet read the end of their stream, and a write put on one of them would end with an
+    /// unknown outcome instead of a safe retry.
     pub async fn send(&self, req: BackendRequest, affinity: usize) {
-        let n = self.conns.len();
-        let pick = (0..n)
-            .map(|i| &self.conns[(affinity + i) % n])
-            .find(|c| c.is_connected())
-            .unwrap_or(&self.conns[affinity % n]);
-        pick.send(req).await;
+        self.conns[affinity % self.conns.len()].send(req).await;
     }
 
     /// True when at least one connection is established.

@@ -31,7 +31,7 @@ pub struct FetchOptions {
     /// ACL user name; `None` authenticates as the default user.
     pub username: Option<String>,
     /// Password; `None` sends no AUTH.
-    pub password: Option<String>,
+    pub password: Option<crate::security::Secret>,
 }
 
 impl Default for FetchOptions {
@@ -180,7 +180,8 @@ impl Connection {
             command_timeout: opts.command_timeout,
         };
         if let Some(password) = &opts.password {
-            conn.auth(opts.username.as_deref(), password).await?;
+            conn.auth(opts.username.as_deref(), password.expose())
+                .await?;
         }
         Ok(conn)
     }

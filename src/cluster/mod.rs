@@ -5,6 +5,7 @@
 //! - [`parse`] and [`resolve`]: `CLUSTER SHARDS` / `CLUSTER SLOTS` replies into a snapshot.
 //! - [`fetch`]: control-plane connections to one node.
 //! - [`refresh`] and [`round`]: the single-flight refresher publishing snapshots through `ArcSwap`.
+//! - `suspect`: primaries suspected down, which make the refresher poll quickly.
 //! - [`diff`]: what changed between two snapshots, for the log.
 
 pub mod diff;
@@ -15,6 +16,7 @@ pub mod refresh;
 pub mod resolve;
 pub mod round;
 pub mod slot;
+mod suspect;
 pub mod topology;
 
 pub use error::{InvalidTopology, TopologyError};

@@ -16,6 +16,7 @@ use super::diff::TopologyDiff;
 use super::error::TopologyError;
 use super::fetch::FetchOptions;
 use super::round::{real_fetcher, Fetcher, Refresher};
+use super::suspect::Suspects;
 use super::topology::Topology;
 
 /// Settings of the refresher.
@@ -29,6 +30,10 @@ pub struct RefreshConfig {
     pub fetch: FetchOptions,
     /// On-demand refreshes start no more often than this (default 50 ms).
     pub min_interval: Duration,
+    /// Time between refreshes while a primary is suspected down (default 50 ms).
+    pub suspect_poll: Duration,
+    /// How long one report of a failed primary keeps the fast polling going (default 10 s).
+    pub suspect_window: Duration,
 }
 
 impl RefreshConfig {
@@ -39,6 +44,8 @@ impl RefreshConfig {
             period: Duration::from_secs(10),
             fetch: FetchOptions::default(),
             min_interval: Duration::from_millis(50),
+            suspect_poll: Duration::from_millis(50),
+            suspect_window: Duration::from_secs(10),
         }
     }
 }
@@ -79,10 +86,12 @@ pub(crate) struct Shared {
     on_update: Option<UpdateHook>,
     /// Orders publishers so each change is diffed against its true predecessor and hooks run in order.
     publish_lock: Mutex<()>,
+    /// Primaries whose connections failed, polled for quickly until a new map replaces them.
+    pub(crate) suspects: Suspects,
 }
 
 impl Shared {
-    fn new(on_update: Option<UpdateHook>) -> Self {
+    fn new(on_update: Option<UpdateHook>, suspect_window: Duration) -> Self {
         Shared {
             current: ArcSwapOption::empty(),
             epoch: watch::Sender::new(0),
@@ -93,6 +102,7 @@ impl Shared {
             completed: watch::Sender::new(None),
             on_update,
             publish_lock: Mutex::new(()),
+            suspects: Suspects::new(suspect_window),
         }
     }
 
@@ -259,6 +269,19 @@ impl TopologyHandle {
         self.shared.apply_moved(slot, to)
     }
 
+    /// Reports that connections to the node at `addr` failed. If the current snapshot names it
+    /// primary of some slots, a refresh starts now and the topology is polled every
+    /// `suspect_poll` until a snapshot no longer does (a replica was promoted) or the suspicion
+    /// lapses (`suspect_window` after the last report). Returns true when the node is suspected.
+    pub fn suspect(&self, addr: SocketAddr) -> bool {
+        let current = self.shared.current();
+        let suspected = self.shared.suspects.note(addr, current.as_deref());
+        if suspected {
+            self.shared.request();
+        }
+        suspected
+    }
+
     /// Round, fetch and epoch counters.
     pub fn stats(&self) -> RefreshStats {
         RefreshStats {
@@ -296,7 +319,7 @@ pub(crate) fn spawn_with_fetcher(
     on_update: Option<UpdateHook>,
     cancel: CancellationToken,
 ) -> TopologyHandle {
-    let shared = Arc::new(Shared::new(on_update));
+    let shared = Arc::new(Shared::new(on_update, cfg.suspect_window));
     let stop = cancel.child_token();
     let refresher = Refresher::new(cfg, fetcher, Arc::clone(&shared), stop.clone());
     tokio::spawn(refresher.run());

@@ -213,3 +213,41 @@ async fn stops_on_cancel_and_when_handles_drop() {
         "the caller's token is not cancelled by dropping handles"
     );
 }
+
+#[tokio::test]
+async fn a_suspected_primary_is_polled_for_until_a_replica_replaces_it() {
+    let fake = Arc::new(FakeCluster::default());
+    fake.set("127.0.0.1:7002", three_shards());
+    let (handle, _cancel) = spawn(&fake, &["127.0.0.1:7002"], None);
+    handle.refresh_and_wait().await.unwrap();
+    let dead = SocketAddr::from(([127, 0, 0, 1], 7001));
+    assert!(!handle.suspect(SocketAddr::from(([127, 0, 0, 1], 7004))));
+    assert!(handle.suspect(dead));
+    let before = handle.stats().rounds;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let polled = handle.stats().rounds - before;
+    assert!(
+        polled >= 4,
+        "only {polled} rounds in 400 ms while suspected"
+    );
+    // The replica a1 is promoted: polling stops with the first map that shows it.
+    let mut promoted = three_shards();
+    promoted.shards[0].primary = 3;
+    promoted.shards[0].replicas = vec![0];
+    fake.set("127.0.0.1:7002", promoted);
+    let mut epoch = handle.subscribe();
+    epoch.wait_for(|&e| e >= 2).await.unwrap();
+    assert_eq!(
+        handle.current().unwrap().primary_of_slot(0).unwrap().id,
+        "a1"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let settled = handle.stats().rounds;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        handle.stats().rounds,
+        settled,
+        "still polling after the failover"
+    );
+    assert!(!handle.suspect(dead), "no longer a primary");
+}

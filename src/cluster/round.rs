@@ -32,6 +32,9 @@ use super::topology::{Health, Role, Topology, SLOTS};
 
 /// First retry delay after a failed round or while slots are unassigned.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest retry delay while rounds fail or slots are unassigned: a cluster that comes up (or
+/// back) is noticed within this even when no client asks for a refresh.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A pending fetch: the topology and the address that answered.
 pub(crate) type FetchFuture =
@@ -130,7 +133,11 @@ impl Refresher {
     /// Asks sources in order until one answer can be published.
     async fn round(&mut self) -> Result<Arc<Topology>, TopologyError> {
         let current = self.shared.current();
-        let sources = sources(current.as_deref(), &self.cfg.seeds, self.rotation);
+        let mut sources = sources(current.as_deref(), &self.cfg.seeds, self.rotation);
+        if let Some(t) = current.as_deref() {
+            // A dead node may take the whole connect timeout to fail; ask the others first.
+            demote(&mut sources, t, |addr| self.shared.suspects.contains(addr));
+        }
         self.rotation = self.rotation.wrapping_add(1);
         let mut answers = Vec::new();
         let mut last_error = None;
@@ -186,11 +193,18 @@ impl Refresher {
         self.failing = result.is_err();
         if healthy {
             self.backoff = FIRST_BACKOFF;
+            let current = self.shared.current();
+            if self.shared.suspects.active(current.as_deref()) {
+                // A primary's connections failed and the map still names it: poll until the
+                // promoted replica shows up (bounded by the suspicion's window).
+                return self.cfg.suspect_poll.min(self.cfg.period);
+            }
             return self.cfg.period;
         }
         // Poll quickly while broken, so a promoted replica is used soon after its election.
-        let delay = self.backoff.min(self.cfg.period);
-        self.backoff = (self.backoff * 2).min(self.cfg.period);
+        let cap = self.cfg.period.min(MAX_BACKOFF);
+        let delay = self.backoff.min(cap);
+        self.backoff = (self.backoff * 2).min(cap);
         delay.mul_f64(0.8 + 0.4 * fastrand::f64())
     }
 }
@@ -222,6 +236,19 @@ pub(crate) fn sources(
     let mut seen = HashSet::new();
     out.retain(|s| seen.insert(s.clone()));
     out
+}
+
+/// Moves the sources naming a suspected node to the end, keeping the order otherwise.
+fn demote(sources: &mut [String], t: &Topology, suspected: impl Fn(SocketAddr) -> bool) {
+    let late: HashSet<String> = t
+        .nodes
+        .iter()
+        .filter(|n| suspected(n.addr))
+        .map(|n| join_host_port(&n.endpoint, n.port))
+        .collect();
+    if !late.is_empty() {
+        sources.sort_by_key(|s| late.contains(s));
+    }
 }
 
 /// Picks the partial answer to publish, or says why none may be (see the module docs).
@@ -300,6 +327,24 @@ mod tests {
             ]
         );
         assert_eq!(sources(None, &seeds, 7), seeds);
+    }
+
+    #[test]
+    fn suspected_nodes_are_asked_last() {
+        let t = three_shards();
+        let mut s = sources(Some(&t), &[], 0);
+        demote(&mut s, &t, |a| a.port() == 7001 || a.port() == 7005);
+        assert_eq!(
+            s,
+            [
+                "127.0.0.1:7002",
+                "127.0.0.1:7003",
+                "127.0.0.1:7004",
+                "127.0.0.1:7006",
+                "127.0.0.1:7001",
+                "127.0.0.1:7005"
+            ]
+        );
     }
 
     #[test]

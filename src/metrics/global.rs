@@ -55,8 +55,8 @@ pub struct Global {
     pub client_connections: Gauge,
     /// `slotway_client_connections_accepted_total`.
     pub accepted: Counter,
-    /// `slotway_client_connections_rejected_total{reason="max_connections"}`.
-    pub rejected_max_connections: Counter,
+    /// `slotway_client_connections_rejected_total{reason="max_clients"}`.
+    pub rejected_max_clients: Counter,
     /// `slotway_redirects_total{kind="moved"}`.
     pub moved: Counter,
     /// `slotway_redirects_total{kind="ask"}`.
@@ -97,7 +97,7 @@ pub fn global() -> &'static Global {
         let g = Global {
             client_connections: gauge!(names::CLIENT_CONNECTIONS),
             accepted: counter!(names::CLIENT_ACCEPTED),
-            rejected_max_connections: counter!(names::CLIENT_REJECTED, "reason" => "max_connections"),
+            rejected_max_clients: counter!(names::CLIENT_REJECTED, "reason" => "max_clients"),
             moved: counter!(names::REDIRECTS, "kind" => "moved"),
             ask: counter!(names::REDIRECTS, "kind" => "ask"),
             retries: RetryReason::ALL.map(|r| counter!(names::RETRIES, "reason" => r.label())),
@@ -115,7 +115,7 @@ pub fn global() -> &'static Global {
         // and alerts see a value instead of "no data".
         for c in [
             &g.accepted,
-            &g.rejected_max_connections,
+            &g.rejected_max_clients,
             &g.moved,
             &g.ask,
             &g.refresh_ok,

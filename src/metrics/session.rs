@@ -2,9 +2,12 @@
 //! into this thread's [`shard`] once per turn of the session loop, so a pipelined batch of N
 //! requests costs a handful of atomic operations instead of several per request.
 //!
-//! Time is read once per read batch (the start of every request in it) and once per batch of
-//! completions (their end), never per request.
+//! A request is counted when its reply is queued for the client, with the outcome read from
+//! the reply's first byte. Time is read once per read batch (the start of every request in it)
+//! and at most once more per turn of the session loop (the end of every reply queued in it),
+//! never per request.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +18,6 @@ use super::commands::{CommandId, CommandIndex};
 use super::global::global;
 use super::shard;
 use super::slots;
-use crate::command::CommandTable;
 use crate::hotkeys::{self, Sampler};
 
 /// Longest command name the one-entry lookup cache holds.
@@ -30,6 +32,14 @@ struct Run {
     /// `end - start`, computed once per run.
     took: Duration,
     count: u32,
+}
+
+/// A request waiting in the session's reply queue at sequence number `seq`.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    seq: u64,
+    id: CommandId,
+    start: Instant,
 }
 
 /// Accumulators of one session.
@@ -49,8 +59,10 @@ pub struct SessionMetrics {
     run: Option<Run>,
     /// When the current read batch was read.
     batch_start: Instant,
-    /// When the current batch of completions arrived.
-    completed_at: Instant,
+    /// The clock of this turn of the session loop, read when first needed.
+    turn_now: Option<Instant>,
+    /// Requests in the reply queue, by increasing sequence number.
+    tracked: VecDeque<Tracked>,
     /// Requests answered by the proxy in this read batch, timed when the batch is dispatched.
     answered: Vec<(CommandId, bool)>,
     sampler: Sampler,
@@ -78,7 +90,8 @@ impl SessionMetrics {
             dirty: Vec::new(),
             run: None,
             batch_start: now,
-            completed_at: now,
+            turn_now: None,
+            tracked: VecDeque::new(),
             answered: Vec::new(),
             sampler: Sampler::default(),
             sampled: Vec::new(),
@@ -99,14 +112,10 @@ impl SessionMetrics {
     pub fn read(&mut self, n: usize) {
         if self.enabled {
             self.bytes_in += n as u64;
-            self.batch_start = Instant::now();
+            let now = Instant::now();
+            self.batch_start = now;
+            self.turn_now = Some(now);
         }
-    }
-
-    /// When the current read batch was read (the start time of its requests).
-    #[inline]
-    pub fn batch_start(&self) -> Instant {
-        self.batch_start
     }
 
     /// `n` bytes were written to the client.
@@ -117,9 +126,20 @@ impl SessionMetrics {
         }
     }
 
-    /// The id of the command named `name` (as the client typed it).
+    /// The clock of this turn (one read per turn).
     #[inline]
-    pub fn command(&mut self, name: &[u8], table: &CommandTable) -> CommandId {
+    fn now(&mut self) -> Instant {
+        *self.turn_now.get_or_insert_with(Instant::now)
+    }
+
+    /// The id of the command named `name` (as the client typed it); `canonical` gives the
+    /// command table's name for it, asked only the first time the session meets the name.
+    #[inline]
+    pub fn command(
+        &mut self,
+        name: &[u8],
+        canonical: impl FnOnce(&[u8]) -> Option<String>,
+    ) -> CommandId {
         if !self.enabled {
             return CommandId::UNKNOWN;
         }
@@ -129,8 +149,8 @@ impl SessionMetrics {
         let id = match self.index.lookup(name) {
             Some(id) => id,
             None => {
-                let canonical = table.lookup(name).map(|spec| spec.name.as_str());
-                let (id, index) = global().commands.register(name, canonical);
+                let canonical = canonical(name);
+                let (id, index) = global().commands.register(name, canonical.as_deref());
                 self.index = index;
                 id
             }
@@ -155,30 +175,68 @@ impl SessionMetrics {
         }
     }
 
-    /// A batch of completions arrived; requests finished in it end now.
+    /// A request was dispatched: sequence numbers `first_seq..after_seq` of the reply queue
+    /// were taken by it (its reply is counted in [`SessionMetrics::replied`]); when none was,
+    /// it was answered at once and `answer` is the first byte of what was written, if any.
     #[inline]
-    pub fn completions(&mut self) {
-        if self.enabled {
-            self.completed_at = Instant::now();
-        }
-    }
-
-    /// A forwarded request that started at `start` got its final reply in the current batch of
-    /// completions; returns how long it took.
-    #[inline]
-    pub fn finished(&mut self, id: CommandId, start: Instant, error: bool) -> Duration {
+    pub fn dispatched_one(
+        &mut self,
+        id: CommandId,
+        first_seq: u64,
+        after_seq: u64,
+        answer: Option<u8>,
+    ) {
         if !self.enabled {
-            return Duration::ZERO;
+            return;
         }
-        let end = self.completed_at;
-        self.count(id, start, end, error)
+        if after_seq > first_seq {
+            self.tracked.push_back(Tracked {
+                seq: first_seq,
+                id,
+                start: self.batch_start,
+            });
+        } else {
+            self.answered.push((id, answer == Some(b'-')));
+        }
     }
 
-    /// A request of the current read batch was answered by the proxy itself.
+    /// When the request at `seq` of the reply queue was read, if it is tracked.
     #[inline]
-    pub fn answered(&mut self, id: CommandId, error: bool) {
-        if self.enabled {
-            self.answered.push((id, error));
+    pub fn started(&self, seq: u64) -> Option<Instant> {
+        let front = self.tracked.front()?.seq;
+        let guess = usize::try_from(seq.checked_sub(front)?).ok()?;
+        match self.tracked.get(guess) {
+            Some(t) if t.seq == seq => Some(t.start),
+            _ => {
+                let at = self.tracked.binary_search_by_key(&seq, |t| t.seq).ok()?;
+                Some(self.tracked[at].start)
+            }
+        }
+    }
+
+    /// How long the request at `seq` has taken so far (for the slow log).
+    #[inline]
+    pub fn elapsed(&mut self, seq: u64) -> Option<Duration> {
+        let start = self.started(seq)?;
+        Some(self.now().saturating_duration_since(start))
+    }
+
+    /// The reply at `seq` of the reply queue, starting with `first`, is queued for the client.
+    #[inline]
+    pub fn replied(&mut self, seq: u64, first: Option<u8>) {
+        if !self.enabled {
+            return;
+        }
+        while let Some(t) = self.tracked.front().copied() {
+            if t.seq > seq {
+                return;
+            }
+            self.tracked.pop_front();
+            if t.seq == seq {
+                let end = self.now();
+                self.count(t.id, t.start, end, first == Some(b'-'));
+                return;
+            }
         }
     }
 
@@ -236,6 +294,7 @@ impl SessionMetrics {
     /// Pushes everything accumulated into this thread's shard; `inflight` is the session's
     /// number of requests awaiting replies.
     pub fn flush(&mut self, inflight: usize) {
+        self.turn_now = None;
         if !self.enabled {
             return;
         }
@@ -280,79 +339,97 @@ impl Drop for SessionMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::CommandTable;
+
+    fn canonical(table: &CommandTable) -> impl Fn(&[u8]) -> Option<String> + '_ {
+        |name| table.lookup(name).map(|spec| spec.name.clone())
+    }
 
     #[test]
     fn disabled_sessions_record_nothing() {
         let table = CommandTable::builtin();
         let mut m = SessionMetrics::new(false, true);
-        assert_eq!(m.command(b"GET", &table), CommandId::UNKNOWN);
-        assert_eq!(
-            m.finished(CommandId::UNKNOWN, Instant::now(), false),
-            Duration::ZERO
-        );
-        assert!(m.dirty.is_empty());
+        assert_eq!(m.command(b"GET", canonical(&table)), CommandId::UNKNOWN);
+        m.dispatched_one(CommandId::UNKNOWN, 0, 1, None);
+        m.replied(0, Some(b'+'));
+        assert!(m.tracked.is_empty() && m.dirty.is_empty());
     }
 
     #[test]
-    fn counts_accumulate_until_flushed() {
+    fn replies_are_counted_by_sequence_number() {
         let table = CommandTable::builtin();
         let mut m = SessionMetrics::new(true, false);
-        let get = m.command(b"get", &table);
+        let get = m.command(b"get", canonical(&table));
         assert_ne!(get, CommandId::UNKNOWN);
-        assert_eq!(m.command(b"NOSUCH", &table), CommandId::UNKNOWN);
+        assert_eq!(m.command(b"GET", canonical(&table)), get);
+        assert_eq!(m.command(b"NOSUCH", canonical(&table)), CommandId::UNKNOWN);
         m.read(10);
-        m.completions();
-        let start = m.batch_start();
-        for _ in 0..3 {
-            m.finished(get, start, false);
+        // Three queued requests, one answered at once with an error.
+        for seq in 0..3 {
+            m.dispatched_one(get, seq, seq + 1, None);
         }
-        m.finished(get, start, true);
-        assert_eq!(m.counts[usize::from(get.0)], [3, 1]);
-        assert_eq!(m.run.map(|r| r.count), Some(4));
-        m.flush(2);
+        m.dispatched_one(get, 3, 3, Some(b'-'));
+        m.dispatched();
+        assert_eq!(m.counts[usize::from(get.0)], [0, 1]);
+        assert!(m.started(1).is_some());
+        assert!(m.elapsed(2).is_some());
+        assert!(m.started(7).is_none());
+        m.flush(3);
+        assert_eq!(m.inflight, 3);
+        m.replied(0, Some(b'$'));
+        // seq 1 never replied in order (e.g. a subscription): skipped when seq 2 comes.
+        m.replied(2, Some(b'-'));
+        assert_eq!(m.counts[usize::from(get.0)], [1, 1]);
+        assert!(m.tracked.is_empty());
+        m.flush(0);
         assert!(m.dirty.is_empty());
         assert_eq!(m.counts[usize::from(get.0)], [0, 0]);
-        assert_eq!(m.inflight, 2);
     }
 }
 
 /// The recording work of the request path, timed in a loop: what one pipelined batch of 16
-/// costs a session with metrics on (read, command lookups, slot counts, completions, flush),
+/// costs a session with metrics on (read, command lookups, slot counts, replies, flushes),
 /// plus the backend side (one clock read per socket read, one histogram add per run).
 /// `cargo test --release --lib -- --ignored --nocapture recording_cost` prints ns per request;
 /// benches/README.md compares it with the proxy's CPU per request.
 #[cfg(test)]
 mod cost {
     use super::*;
+    use crate::command::CommandTable;
 
     #[test]
     #[ignore = "a measurement, not a check; run in release mode"]
     fn recording_cost() {
-        const BATCH: usize = 16;
-        const ROUNDS: usize = 200_000;
+        const BATCH: u64 = 16;
+        const ROUNDS: u64 = 200_000;
         let table = CommandTable::builtin();
+        let canonical = |name: &[u8]| table.lookup(name).map(|spec| spec.name.clone());
         let names: [&[u8]; 2] = [b"SET", b"GET"];
         let raw = Bytes::from_static(b"key:000000012345");
         let backend = crate::metrics::backend_histogram("127.0.0.1:1");
         let mut m = SessionMetrics::new(true, true);
+        let mut seq = 0;
         let started = Instant::now();
         for round in 0..ROUNDS {
-            let name = names[round % 2];
-            m.read(BATCH * 40);
-            let start = m.batch_start();
-            let mut ids = [CommandId::UNKNOWN; BATCH];
-            for (i, id) in ids.iter_mut().enumerate() {
-                *id = m.command(name, &table);
+            let name = names[(round % 2) as usize];
+            // Read turn: every request dispatched.
+            m.read(BATCH as usize * 40);
+            let start = m.batch_start;
+            for i in 0..BATCH {
+                let id = m.command(name, canonical);
                 m.keyed(((round * BATCH + i) % 16384) as u16, || raw.clone());
+                m.dispatched_one(id, seq + i, seq + i + 1, None);
             }
             m.dispatched();
-            let read_at = Instant::now();
-            backend.record_n(read_at.duration_since(start), BATCH as u64);
-            m.completions();
-            for id in ids {
-                m.finished(id, start, false);
+            m.flush(BATCH as usize);
+            // Backend reader: one clock read per socket read.
+            backend.record_n(Instant::now().duration_since(start), BATCH);
+            // Completion turn: every reply queued, written, flushed.
+            for i in 0..BATCH {
+                m.replied(seq + i, Some(b'+'));
             }
-            m.wrote(BATCH * 5);
+            seq += BATCH;
+            m.wrote(BATCH as usize * 5);
             m.flush(0);
         }
         let per_request = started.elapsed().as_nanos() as f64 / (ROUNDS * BATCH) as f64;

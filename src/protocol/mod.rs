@@ -14,6 +14,7 @@ pub mod fuzz;
 pub mod inline;
 mod number;
 pub mod request;
+pub mod resp3;
 pub mod response;
 
 #[cfg(test)]

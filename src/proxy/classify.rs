@@ -1,10 +1,13 @@
 //! Decides what to do with one scanned request: forward it to a slot's owner or any primary,
-//! answer it locally, or refuse it with the error Redis would give.
+//! fan it out (split by slot, or to every primary), answer it locally, or refuse it with the
+//! error Redis would give.
 
 use std::ops::Range;
 
+use super::emulation::ClusterCmd;
+use super::merge::Combine;
 use crate::cluster::slot::key_slot;
-use crate::command::{CommandFlags, CommandSpec, CommandTable, Policy};
+use crate::command::{CommandFlags, CommandSpec, CommandTable, Merge, Policy};
 
 /// A command the proxy answers itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +23,65 @@ pub enum LocalCmd {
     /// Commands that only set connection modes a proxy already provides (`READONLY`,
     /// `READWRITE`, `ASKING` from a cluster-mode client): `+OK`.
     Ok,
+    /// A `CLUSTER` subcommand answered by the cluster emulation.
+    Cluster(ClusterCmd),
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: protocol switch (see `client.rs`).
+    Hello,
+    /// `CLIENT <subcommand>` about the client's own connection to the proxy.
+    Client,
+    /// `RESET`: back to a fresh connection's state.
+    Reset,
     /// `SLOWLOG GET|LEN|RESET|HELP`: the proxy's own slow log.
     SlowLog,
+}
+
+/// A transaction command, handled by the session's transaction state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxCmd {
+    /// `MULTI`.
+    Multi,
+    /// `EXEC`.
+    Exec,
+    /// `DISCARD`.
+    Discard,
+    /// `WATCH key …`, every key in `slot`.
+    Watch {
+        /// The slot of the watched keys.
+        slot: u16,
+    },
+    /// `UNWATCH`.
+    Unwatch,
+}
+
+/// A request that becomes several backend requests (or a rewritten one) whose replies merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fan {
+    /// Keys in several slots: one sub-request per slot (key indices are in the `keys` scratch).
+    Split {
+        /// How the parts' replies merge.
+        merge: Merge,
+        /// True when the command does not write.
+        readonly: bool,
+    },
+    /// The same request to every primary.
+    AllPrimaries {
+        /// How the replies combine.
+        combine: Combine,
+        /// True when the command does not write.
+        readonly: bool,
+    },
+    /// `CONFIG SET` / `CONFIG REWRITE`: every node, when `commands.allow_config_set` permits.
+    AllNodes,
+    /// `SCAN` over every shard in turn.
+    Scan,
+    /// `WAIT` on each primary this client wrote to.
+    Wait,
+    /// `INFO`: the proxy's sections plus the keyspace of every shard.
+    Info,
+    /// `SCRIPT LOAD`: every primary, and the body is remembered for `NOSCRIPT` recovery.
+    ScriptLoad,
+    /// `SCRIPT FLUSH`: every primary, and the remembered bodies are forgotten.
+    ScriptFlush,
 }
 
 /// The outcome of classifying a request.
@@ -34,10 +94,29 @@ pub enum Decision {
         /// True when the command does not write, so a lost connection may re-send it.
         readonly: bool,
     },
+    /// Forward like `Forward`, remembering the script body (argument 1) for `NOSCRIPT` recovery.
+    Eval {
+        /// The slot of every key, if the script declares keys.
+        slot: Option<u16>,
+        /// True for `EVAL_RO`.
+        readonly: bool,
+    },
+    /// Fan out and merge.
+    Fanout(Fan),
     /// Answer locally.
     Local(LocalCmd),
     /// Reply with this error line (without the leading `-` and CRLF).
     Error(String),
+    /// A transaction command.
+    Transaction(TxCmd),
+    /// `(S|P)SUBSCRIBE` / `(S|P)UNSUBSCRIBE`: the session's Pub/Sub state.
+    Subscription,
+    /// A command that may block (BLPOP, XREAD … BLOCK …): a dedicated connection to the
+    /// primary of `slot` (any primary when None).
+    Blocking {
+        /// The slot of every key.
+        slot: Option<u16>,
+    },
 }
 
 /// Classifies the request whose raw bytes are `req` and arguments `args` (never empty).
@@ -55,15 +134,47 @@ pub fn classify(
         return Decision::Error(e.to_string());
     }
     match spec.policy {
-        // Same-slot multi-key commands go straight through; cross-slot ones get CROSSSLOT
-        // until split-and-merge exists.
-        Policy::Keyed | Policy::Split(_) => keyed(spec, req, args, keys),
-        Policy::AnyPrimary => Decision::Forward {
+        Policy::Keyed => keyed(spec, req, args, keys, None),
+        // Same-slot multi-key commands go straight through; cross-slot ones are split.
+        Policy::Split(merge) => keyed(spec, req, args, keys, Some(merge)),
+        Policy::AnyPrimary => cluster_wide(spec).unwrap_or(Decision::Forward {
             slot: None,
             readonly: readonly(spec),
-        },
-        Policy::Local => local(spec, args),
+        }),
+        Policy::AllPrimaries(merge) => {
+            cluster_wide(spec).unwrap_or(Decision::Fanout(Fan::AllPrimaries {
+                combine: merge.into(),
+                readonly: readonly(spec),
+            }))
+        }
+        Policy::Scan => Decision::Fanout(Fan::Scan),
+        Policy::Local => local(spec, req, args),
+        Policy::Transaction => transaction(spec, req, args, keys),
+        Policy::PubSub => Decision::Subscription,
         _ => unsupported(spec),
+    }
+}
+
+/// Cluster-wide commands whose handling the command table's policy does not say.
+fn cluster_wide(spec: &CommandSpec) -> Option<Decision> {
+    let all = |combine| {
+        Some(Decision::Fanout(Fan::AllPrimaries {
+            combine,
+            readonly: true,
+        }))
+    };
+    match spec.name.as_str() {
+        // One primary could be empty while others hold keys.
+        "randomkey" => all(Combine::RandomNonNull),
+        // The time by which every shard had saved.
+        "lastsave" => all(Combine::MinInt),
+        // Every primary holds the same libraries; the first shard's answer is the one reply.
+        "function|list" | "function|dump" | "function|stats" => all(Combine::First),
+        "wait" => Some(Decision::Fanout(Fan::Wait)),
+        "config|set" | "config|rewrite" => Some(Decision::Fanout(Fan::AllNodes)),
+        "script|load" => Some(Decision::Fanout(Fan::ScriptLoad)),
+        "script|flush" => Some(Decision::Fanout(Fan::ScriptFlush)),
+        _ => None,
     }
 }
 
@@ -71,16 +182,47 @@ fn readonly(spec: &CommandSpec) -> bool {
     spec.flags.contains(CommandFlags::READONLY) && !spec.flags.contains(CommandFlags::WRITE)
 }
 
-fn keyed(spec: &CommandSpec, req: &[u8], args: &[Range<usize>], keys: &mut Vec<usize>) -> Decision {
+fn keyed(
+    spec: &CommandSpec,
+    req: &[u8],
+    args: &[Range<usize>],
+    keys: &mut Vec<usize>,
+    split: Option<Merge>,
+) -> Decision {
     keys.clear();
     if let Err(e) = spec.key_indices(req, args, keys) {
         return Decision::Error(e.to_string());
     }
+    let slot = match one_slot(req, args, keys) {
+        Ok(slot) => slot,
+        Err(cross) => {
+            return match split {
+                Some(merge) => Decision::Fanout(Fan::Split {
+                    merge,
+                    readonly: readonly(spec),
+                }),
+                None => cross,
+            }
+        }
+    };
     if spec.blocks(req, args) {
-        // Blocking commands need a dedicated connection so they cannot stall the multiplexed
-        // ones; until that exists they are refused rather than risk stalling other clients.
-        return unsupported(spec);
+        // A dedicated connection, so a blocked command never stalls the multiplexed ones.
+        // (Checked after the slots so a cross-slot BLMOVE gets CROSSSLOT, as from Redis.)
+        return Decision::Blocking { slot };
     }
+    let readonly = readonly(spec);
+    // EVAL's body is remembered for NOSCRIPT recovery; the flag test keeps string compares
+    // off the path of ordinary commands.
+    if spec.flags.contains(CommandFlags::MOVABLE_KEYS)
+        && matches!(spec.name.as_str(), "eval" | "eval_ro")
+    {
+        return Decision::Eval { slot, readonly };
+    }
+    Decision::Forward { slot, readonly }
+}
+
+/// The one slot every key in `keys` hashes to, or Redis's CROSSSLOT error.
+fn one_slot(req: &[u8], args: &[Range<usize>], keys: &[usize]) -> Result<Option<u16>, Decision> {
     let mut slot = None;
     for &i in keys.iter() {
         let Some(range) = args.get(i) else { continue };
@@ -88,31 +230,96 @@ fn keyed(spec: &CommandSpec, req: &[u8], args: &[Range<usize>], keys: &mut Vec<u
         match slot {
             None => slot = Some(s),
             Some(prev) if prev != s => {
-                return Decision::Error(
+                return Err(Decision::Error(
                     "CROSSSLOT Keys in request don't hash to the same slot".into(),
-                )
+                ))
             }
             Some(_) => {}
         }
     }
-    Decision::Forward {
-        slot,
-        readonly: readonly(spec),
-    }
+    Ok(slot)
 }
 
-fn local(spec: &CommandSpec, args: &[Range<usize>]) -> Decision {
+fn transaction(
+    spec: &CommandSpec,
+    req: &[u8],
+    args: &[Range<usize>],
+    keys: &mut Vec<usize>,
+) -> Decision {
+    let cmd = match spec.name.as_str() {
+        "multi" => TxCmd::Multi,
+        "exec" => TxCmd::Exec,
+        "discard" => TxCmd::Discard,
+        "unwatch" => TxCmd::Unwatch,
+        "watch" => {
+            keys.clear();
+            if let Err(e) = spec.key_indices(req, args, keys) {
+                return Decision::Error(e.to_string());
+            }
+            match one_slot(req, args, keys) {
+                Ok(Some(slot)) => TxCmd::Watch { slot },
+                Ok(None) => return unsupported(spec),
+                Err(e) => return e,
+            }
+        }
+        _ => return unsupported(spec),
+    };
+    Decision::Transaction(cmd)
+}
+
+fn local(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Decision {
+    let cluster = |cmd| Decision::Local(LocalCmd::Cluster(cmd));
     match spec.name.as_str() {
         "ping" => Decision::Local(LocalCmd::Ping((args.len() > 1).then_some(1))),
         "echo" => Decision::Local(LocalCmd::Echo),
         "quit" => Decision::Local(LocalCmd::Quit),
         "select" => Decision::Local(LocalCmd::Select),
         "readonly" | "readwrite" | "asking" => Decision::Local(LocalCmd::Ok),
+        "info" => Decision::Fanout(Fan::Info),
+        "cluster|info" => cluster(ClusterCmd::Info),
+        "cluster|slots" => cluster(ClusterCmd::Slots),
+        "cluster|shards" => cluster(ClusterCmd::Shards),
+        "cluster|nodes" => cluster(ClusterCmd::Nodes),
+        "cluster|myid" => cluster(ClusterCmd::MyId),
+        "cluster|keyslot" => cluster(ClusterCmd::KeySlot),
+        // Counted by the slot's owner; a malformed slot goes to any node, whose error is
+        // exactly Redis's.
+        "cluster|countkeysinslot" | "cluster|getkeysinslot" => Decision::Forward {
+            slot: slot_arg(req, args),
+            readonly: true,
+        },
+        "cluster|help" => Decision::Forward {
+            slot: None,
+            readonly: true,
+        },
+        "cluster" => Decision::Error(format!(
+            "ERR unknown subcommand '{}'. Try CLUSTER HELP.",
+            args.get(1)
+                .map(|r| String::from_utf8_lossy(&req[r.clone()]).into_owned())
+                .unwrap_or_default()
+        )),
+        name if name.starts_with("cluster|") => Decision::Error(format!(
+            "ERR slotway: CLUSTER {} is not available through the proxy",
+            name["cluster|".len()..].to_ascii_uppercase()
+        )),
+        "hello" => Decision::Local(LocalCmd::Hello),
         name if name == "slowlog" || name.starts_with("slowlog|") => {
             Decision::Local(LocalCmd::SlowLog)
         }
+        "reset" => Decision::Local(LocalCmd::Reset),
+        name if name == "client" || name.starts_with("client|") => {
+            Decision::Local(LocalCmd::Client)
+        }
         _ => unsupported(spec),
     }
+}
+
+/// Argument 2 as a slot number, if it is one.
+fn slot_arg(req: &[u8], args: &[Range<usize>]) -> Option<u16> {
+    let text = std::str::from_utf8(&req[args.get(2)?.clone()]).ok()?;
+    text.parse::<u16>()
+        .ok()
+        .filter(|&s| usize::from(s) < crate::cluster::topology::SLOTS)
 }
 
 fn unsupported(spec: &CommandSpec) -> Decision {
@@ -221,6 +428,8 @@ mod tests {
         assert_eq!(decide(&["ECHO", "x"]), Decision::Local(LocalCmd::Echo));
         assert_eq!(decide(&["QUIT"]), Decision::Local(LocalCmd::Quit));
         assert_eq!(decide(&["SELECT", "0"]), Decision::Local(LocalCmd::Select));
+        assert_eq!(decide(&["HELLO", "3"]), Decision::Local(LocalCmd::Hello));
+        assert_eq!(decide(&["RESET"]), Decision::Local(LocalCmd::Reset));
         assert_eq!(
             decide(&["SLOWLOG", "get"]),
             Decision::Local(LocalCmd::SlowLog)
@@ -228,6 +437,192 @@ mod tests {
         assert_eq!(
             decide(&["slowlog", "LEN"]),
             Decision::Local(LocalCmd::SlowLog)
+        );
+        assert_eq!(
+            decide(&["CLIENT", "SETNAME", "x"]),
+            Decision::Local(LocalCmd::Client)
+        );
+        assert_eq!(
+            decide(&["CLIENT", "NOSUCH"]),
+            Decision::Local(LocalCmd::Client)
+        );
+    }
+
+    #[test]
+    fn pinned_commands() {
+        assert_eq!(
+            decide(&["BLPOP", "{a}x", "{a}y", "0"]),
+            Decision::Blocking {
+                slot: Some(key_slot(b"a"))
+            }
+        );
+        assert_eq!(
+            decide(&["XREAD", "BLOCK", "10", "STREAMS", "s", "0"]),
+            Decision::Blocking {
+                slot: Some(key_slot(b"s"))
+            }
+        );
+        assert!(matches!(
+            decide(&["XREAD", "STREAMS", "s", "0"]),
+            Decision::Forward { .. }
+        ));
+        assert_eq!(
+            decide(&["BLPOP", "a", "b", "0"]),
+            Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+        );
+        assert_eq!(decide(&["MULTI"]), Decision::Transaction(TxCmd::Multi));
+        assert_eq!(decide(&["exec"]), Decision::Transaction(TxCmd::Exec));
+        assert_eq!(
+            decide(&["WATCH", "{u}a", "{u}b"]),
+            Decision::Transaction(TxCmd::Watch {
+                slot: key_slot(b"u")
+            })
+        );
+        assert_eq!(
+            decide(&["WATCH", "a", "b"]),
+            Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
+        );
+        assert_eq!(decide(&["SUBSCRIBE", "c"]), Decision::Subscription);
+        assert_eq!(decide(&["SSUBSCRIBE", "c"]), Decision::Subscription);
+        assert_eq!(decide(&["UNSUBSCRIBE"]), Decision::Subscription);
+    }
+
+    #[test]
+    fn cross_slot_split_commands_fan_out() {
+        assert_eq!(
+            decide(&["MGET", "a", "b"]),
+            Decision::Fanout(Fan::Split {
+                merge: Merge::Values,
+                readonly: true
+            })
+        );
+        assert_eq!(
+            decide(&["DEL", "a", "b"]),
+            Decision::Fanout(Fan::Split {
+                merge: Merge::SumInt,
+                readonly: false
+            })
+        );
+        assert!(matches!(
+            decide(&["MGET", "{t}a", "{t}b"]),
+            Decision::Forward { slot: Some(_), .. }
+        ));
+        for atomic in [
+            &["MSETNX", "a", "1", "b", "2"][..],
+            &["SMOVE", "a", "b", "m"],
+            &["SUNIONSTORE", "d", "a", "b"],
+            &["EVAL", "return 1", "2", "a", "b"],
+            &["FCALL", "f", "2", "a", "b"],
+            &["BLMOVE", "a", "b", "LEFT", "LEFT", "0"],
+        ] {
+            assert_eq!(
+                decide(atomic),
+                Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into()),
+                "{atomic:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_wide_commands() {
+        let all = |combine, readonly| Decision::Fanout(Fan::AllPrimaries { combine, readonly });
+        assert_eq!(decide(&["DBSIZE"]), all(Combine::SumInt, true));
+        assert_eq!(decide(&["KEYS", "*"]), all(Combine::Concat, true));
+        assert_eq!(decide(&["FLUSHALL", "ASYNC"]), all(Combine::AllOk, false));
+        assert_eq!(decide(&["RANDOMKEY"]), all(Combine::RandomNonNull, true));
+        assert_eq!(decide(&["LASTSAVE"]), all(Combine::MinInt, true));
+        assert_eq!(
+            decide(&["SCRIPT", "EXISTS", "x"]),
+            all(Combine::AndArrays, false)
+        );
+        assert_eq!(decide(&["FUNCTION", "LIST"]), all(Combine::First, true));
+        assert_eq!(
+            decide(&["SCRIPT", "LOAD", "return 1"]),
+            Decision::Fanout(Fan::ScriptLoad)
+        );
+        assert_eq!(
+            decide(&["script", "flush"]),
+            Decision::Fanout(Fan::ScriptFlush)
+        );
+        assert_eq!(decide(&["SCAN", "0"]), Decision::Fanout(Fan::Scan));
+        assert_eq!(decide(&["WAIT", "1", "0"]), Decision::Fanout(Fan::Wait));
+        assert_eq!(decide(&["INFO"]), Decision::Fanout(Fan::Info));
+        assert_eq!(
+            decide(&["CONFIG", "SET", "a", "b"]),
+            Decision::Fanout(Fan::AllNodes)
+        );
+        assert_eq!(
+            decide(&["CONFIG", "GET", "a"]),
+            Decision::Forward {
+                slot: None,
+                readonly: false
+            }
+        );
+        assert_eq!(
+            decide(&["TIME"]),
+            Decision::Forward {
+                slot: None,
+                readonly: false
+            }
+        );
+    }
+
+    #[test]
+    fn scripts_route_by_keys() {
+        assert_eq!(
+            decide(&["EVAL", "return 1", "1", "foo"]),
+            Decision::Eval {
+                slot: Some(12182),
+                readonly: false
+            }
+        );
+        assert_eq!(
+            decide(&["EVAL_RO", "return 1", "0"]),
+            Decision::Eval {
+                slot: None,
+                readonly: true
+            }
+        );
+        assert_eq!(
+            decide(&["EVALSHA", "abc", "1", "foo"]),
+            Decision::Forward {
+                slot: Some(12182),
+                readonly: false
+            }
+        );
+    }
+
+    #[test]
+    fn cluster_subcommands() {
+        assert_eq!(
+            decide(&["CLUSTER", "SLOTS"]),
+            Decision::Local(LocalCmd::Cluster(ClusterCmd::Slots))
+        );
+        assert_eq!(
+            decide(&["cluster", "keyslot", "foo"]),
+            Decision::Local(LocalCmd::Cluster(ClusterCmd::KeySlot))
+        );
+        assert_eq!(
+            decide(&["CLUSTER", "COUNTKEYSINSLOT", "12182"]),
+            Decision::Forward {
+                slot: Some(12182),
+                readonly: true
+            }
+        );
+        assert_eq!(
+            decide(&["CLUSTER", "GETKEYSINSLOT", "99999", "10"]),
+            Decision::Forward {
+                slot: None,
+                readonly: true
+            }
+        );
+        assert_eq!(
+            decide(&["CLUSTER", "MEET", "1.2.3.4", "5"]),
+            Decision::Error("ERR slotway: CLUSTER MEET is not available through the proxy".into())
+        );
+        assert_eq!(
+            decide(&["CLUSTER", "NOPE"]),
+            Decision::Error("ERR unknown subcommand 'NOPE'. Try CLUSTER HELP.".into())
         );
     }
 }

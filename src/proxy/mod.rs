@@ -2,11 +2,21 @@
 //! start-up that wires them to the topology refresher and the backend pools.
 
 mod classify;
+pub mod emulation;
+mod fanout;
+pub mod info;
+pub mod merge;
+pub mod pinned;
+pub mod reshape;
 mod retry;
 pub mod router;
+pub mod scan;
+pub mod scripts;
 mod session;
+pub mod sha1;
+pub mod subscriber;
 
-pub use classify::{classify, Decision, LocalCmd};
+pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,13 +27,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backends, ConnSettings, DurableWait};
+use crate::backend::{Backends, ConnSettings, DedicatedPool, DurableWait};
 use crate::cluster::fetch::FetchOptions;
 use crate::cluster::refresh::{spawn_refresher, RefreshConfig, TopologyHandle};
 use crate::command::CommandTable;
 use crate::config::{ms, Config};
 use crate::metrics::ProxyMetrics;
 use crate::protocol::ScanLimits;
+use crate::security::{limits, Security, SecurityError};
 use router::Router;
 
 /// Why the proxy could not start.
@@ -43,6 +54,9 @@ pub enum ProxyError {
     /// The admin endpoint could not start.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// Authentication or policy settings are unusable (e.g. a password file is missing).
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 /// State shared by every session.
@@ -54,6 +68,12 @@ pub struct Shared {
     pub router: Arc<Router>,
     /// Request scanner limits derived from the config.
     pub scan_limits: ScanLimits,
+    /// Client authentication and command rules.
+    pub security: Security,
+    /// Script bodies seen, for `NOSCRIPT` recovery.
+    pub scripts: scripts::ScriptCache,
+    /// Dedicated connections for transactions, blocking commands and subscriptions.
+    pub dedicated: Arc<DedicatedPool>,
     /// Slow log, shard totals and the `[metrics]` settings.
     pub metrics: Arc<ProxyMetrics>,
 }
@@ -71,10 +91,12 @@ pub struct Proxy {
 impl Proxy {
     /// Binds the listener, starts topology discovery and begins accepting clients.
     /// Returns without waiting for the cluster: clients get a clear error until it is known.
-    pub async fn start(config: Config) -> Result<Self, ProxyError> {
+    pub async fn start(mut config: Config) -> Result<Self, ProxyError> {
         if config.seeds.is_empty() {
             return Err(ProxyError::NoSeeds);
         }
+        crate::security::resolve_upstream(&mut config.cluster)?;
+        let security = Security::from_config(&config)?;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -86,6 +108,7 @@ impl Proxy {
             addr: config.listen.clone(),
             source,
         })?;
+        info::mark_start();
         let config = Arc::new(config);
         let metrics = ProxyMetrics::new(config.metrics.clone());
         let shutdown = CancellationToken::new();
@@ -106,14 +129,21 @@ impl Proxy {
             topology.clone(),
             shutdown.clone(),
         );
+        let dedicated = Arc::new(DedicatedPool::new(
+            dedicated_template(&config),
+            config.backend.max_dedicated_per_node,
+        ));
         let shared = Arc::new(Shared {
+            dedicated,
             scan_limits: ScanLimits {
                 max_bulk_len: config.client.max_bulk_bytes,
                 max_multibulk_len: config.client.max_multibulk_len,
                 max_inline_len: config.client.max_inline_bytes,
             },
+            scripts: scripts::ScriptCache::new(config.commands.script_cache_entries),
             config,
             router,
+            security,
             metrics,
         });
         let tasks = TaskTracker::new();
@@ -206,12 +236,22 @@ fn conn_template(config: &Config) -> ConnSettings {
     }
 }
 
-fn auth(config: &Config) -> Option<(String, String)> {
+/// Dedicated connections carry exactly what the client sent: no durable-write WAIT, no
+/// READONLY.
+fn dedicated_template(config: &Config) -> ConnSettings {
+    let mut t = conn_template(config);
+    t.wait = None;
+    // A blocking command's wait is not node latency.
+    t.metrics = false;
+    t
+}
+
+fn auth(config: &Config) -> Option<(String, crate::security::Secret)> {
     let c = &config.cluster;
     (!c.password.is_empty()).then(|| (c.username.clone(), c.password.clone()))
 }
 
-fn fetch_options(config: &Config) -> FetchOptions {
+pub(crate) fn fetch_options(config: &Config) -> FetchOptions {
     let (username, password) = match auth(config) {
         Some((u, p)) => ((!u.is_empty()).then_some(u), Some(p)),
         None => (None, None),
@@ -247,6 +287,7 @@ fn start_refresher(
             period: ms(config.cluster.refresh_interval_ms),
             fetch: fetch_options(config),
             min_interval: ms(config.cluster.refresh_min_interval_ms),
+            ..RefreshConfig::new(Vec::new())
         },
         Some(on_update),
         cancel,
@@ -313,9 +354,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            crate::metrics::global()
-                .rejected_max_connections
-                .increment(1);
+            limits::count_rejected("max_clients");
             tasks.spawn(refuse(stream));
             continue;
         };

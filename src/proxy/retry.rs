@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::router::Router;
-use crate::backend::{BackendError, BackendRequest, Completion, Outcome, ReplyTo};
+use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo};
 
 /// Shortest wait before re-routing a request by its slot.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -45,6 +45,8 @@ pub struct Retry {
     target: Target,
     asking: bool,
     delay: Duration,
+    /// The node that just failed the request: while the map still names it, wait for a change.
+    avoid: Option<SocketAddr>,
 }
 
 impl Retry {
@@ -60,7 +62,16 @@ impl Retry {
             target: Target::Slot(slot),
             asking: false,
             delay,
+            avoid: None,
         }
+    }
+
+    /// Sends at once if the slot's owner is no longer `addr` (the node that failed the request),
+    /// else waits for a new map up to the backoff: a promoted replica is used the moment the map
+    /// names it.
+    pub fn avoiding(mut self, addr: Option<SocketAddr>) -> Self {
+        self.avoid = addr;
+        self
     }
 
     /// Follow a MOVED (`moved` = its slot) or an ASK (`moved` = None, sent with `ASKING`) to
@@ -72,6 +83,7 @@ impl Retry {
             asking: moved.is_none(),
             target: Target::Addr { addr, moved },
             delay: Duration::ZERO,
+            avoid: None,
         }
     }
 }
@@ -95,14 +107,13 @@ async fn run(r: Retry) {
                 return give_up(r, "redirect to an unresolvable address");
             }
         },
-        Target::Slot(slot) => {
-            wait_for_topology(&r.origin.router, r.delay).await;
-            let table = r.origin.router.table();
-            table.as_ref().and_then(|t| match slot {
-                Some(s) => t.primary_for_slot(*s).cloned(),
-                None => t.any_primary(r.origin.router.next_rotation()).cloned(),
-            })
-        }
+        Target::Slot(slot) => match r.avoid {
+            Some(dead) => owner_other_than(&r.origin.router, *slot, dead, r.delay).await,
+            None => {
+                wait_for_topology(&r.origin.router, r.delay).await;
+                owner(&r.origin.router, *slot)
+            }
+        },
     };
     let Some(pool) = pool else {
         return give_up(r, "no node serves the slot");
@@ -119,6 +130,16 @@ async fn run(r: Retry) {
     .await;
 }
 
+/// The node a backend failure names, if it names one (a redirect to nowhere carries a reason).
+pub fn failed_node(err: &BackendError) -> Option<SocketAddr> {
+    match err {
+        BackendError::Unreachable(addr)
+        | BackendError::NotSent(addr)
+        | BackendError::Lost(addr) => addr.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Reports a retry that could not be sent; the session decides whether to try again.
 fn give_up(r: Retry, why: &str) {
     let _ = r.origin.reply.tx.send(Completion {
@@ -126,6 +147,46 @@ fn give_up(r: Retry, why: &str) {
         raw: r.raw,
         outcome: Outcome::Failed(BackendError::Unreachable(why.to_string())),
     });
+}
+
+/// The pool a request for `slot` goes to now (any primary when `slot` is None).
+fn owner(router: &Router, slot: Option<u16>) -> Option<Arc<NodePool>> {
+    let table = router.table();
+    table.as_ref().and_then(|t| match slot {
+        Some(s) => t.primary_for_slot(s).cloned(),
+        None => t.any_primary(router.next_rotation()).cloned(),
+    })
+}
+
+/// The slot's owner as soon as it is not `dead`, or whatever owns it once `delay` has passed
+/// (the node may be back, or a keyless request may pick it again by rotation).
+async fn owner_other_than(
+    router: &Router,
+    slot: Option<u16>,
+    dead: SocketAddr,
+    delay: Duration,
+) -> Option<Arc<NodePool>> {
+    let deadline = tokio::time::Instant::now() + delay;
+    let mut epochs = router.topology().map(|h| h.subscribe());
+    loop {
+        // Subscribed before looking, so a map published in between still wakes us.
+        let pool = owner(router, slot);
+        if pool.as_ref().is_some_and(|p| p.addr() != dead) {
+            return pool;
+        }
+        let changed = match epochs.as_mut() {
+            Some(rx) => tokio::time::timeout_at(deadline, rx.changed()).await,
+            None => {
+                tokio::time::sleep_until(deadline).await;
+                return pool;
+            }
+        };
+        match changed {
+            Ok(Ok(())) => continue,
+            // Timed out, or the refresher is gone: go with what there is.
+            _ => return owner(router, slot),
+        }
+    }
 }
 
 /// Waits `delay`, or less if a new topology is published meanwhile.
@@ -152,5 +213,11 @@ async fn resolve(addr: &str) -> Option<SocketAddr> {
     if host.is_empty() {
         return None;
     }
-    tokio::net::lookup_host((host, port)).await.ok()?.next()
+    // As the topology does (cluster::resolve): IPv4 first, since nodes commonly bind only it.
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await.ok()?.collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
 }

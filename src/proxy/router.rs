@@ -2,12 +2,12 @@
 //! and read lock-free (one ArcSwap load) on the request path.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use crate::backend::{Backends, NodePool};
+use crate::backend::{BackendError, Backends, NodePool};
 use crate::cluster::refresh::TopologyHandle;
 use crate::cluster::topology::{Health, Topology};
 use crate::command::CommandTable;
@@ -31,11 +31,22 @@ impl RoutingTable {
     }
 
     /// One primary for a keyless command, rotating by `hint`.
+    /// Primaries the cluster marks failed are skipped (after a failover the dead primary still
+    /// leads a shard without slots until it comes back as a replica).
     pub fn any_primary(&self, hint: usize) -> Option<&Arc<NodePool>> {
-        if self.primaries.is_empty() {
-            return None;
+        let t = &self.topology;
+        let usable = |&i: &usize| {
+            t.shards
+                .get(i)
+                .and_then(|s| t.nodes.get(s.primary))
+                .is_some_and(|n| n.health != Health::Failed)
+        };
+        let count = (0..self.primaries.len()).filter(usable).count();
+        if count == 0 {
+            return self.primaries.get(hint % self.primaries.len().max(1));
         }
-        self.primaries.get(hint % self.primaries.len())
+        let pick = (0..self.primaries.len()).filter(usable).nth(hint % count)?;
+        self.primaries.get(pick)
     }
 
     /// Every primary's pool, one per shard.
@@ -74,6 +85,7 @@ pub struct Router {
     topology: OnceLock<TopologyHandle>,
     rotate: AtomicUsize,
     read_policy: ReadPolicy,
+    asks: AtomicU64,
 }
 
 impl std::fmt::Debug for Router {
@@ -92,6 +104,7 @@ impl Router {
             backends,
             topology: OnceLock::new(),
             rotate: AtomicUsize::new(0),
+            asks: AtomicU64::new(0),
         }
     }
 
@@ -183,10 +196,100 @@ impl Router {
         handle.request_refresh();
     }
 
+    /// Counts one `-ASK` redirect followed.
+    pub fn note_ask(&self) {
+        self.asks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `-ASK` redirects followed since start (tests use it to prove the ASK path ran).
+    pub fn ask_redirects(&self) -> u64 {
+        self.asks.load(Ordering::Relaxed)
+    }
+
+    /// Reports a request a node could not answer: if the node is a primary serving slots, a
+    /// failover is suspected and the topology is polled quickly until it shows the outcome.
+    pub fn note_failure(&self, err: &BackendError) {
+        if let (Some(addr), Some(handle)) = (super::retry::failed_node(err), self.topology.get()) {
+            handle.suspect(addr);
+        }
+    }
+
     /// Asks for a topology refresh (coalesced with others in flight).
     pub fn request_refresh(&self) {
         if let Some(handle) = self.topology.get() {
             handle.request_refresh();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ConnSettings;
+    use crate::cluster::topology::{Node, Role, Shard};
+
+    /// Two shards with slots, and the dead primary a failover replaced: failed, no slots.
+    fn after_failover() -> Router {
+        let node = |i: u16, health| Node {
+            id: format!("{i:040}"),
+            addr: format!("127.0.0.1:{}", 1 + i).parse().unwrap(),
+            endpoint: "127.0.0.1".into(),
+            port: 1 + i,
+            role: Role::Primary,
+            health,
+        };
+        let nodes = vec![
+            node(0, Health::Online),
+            node(1, Health::Failed),
+            node(2, Health::Online),
+        ];
+        let shard = |p, slots: Vec<(u16, u16)>| Shard {
+            primary: p,
+            replicas: vec![],
+            slots,
+        };
+        let topo = Topology::new(
+            nodes,
+            vec![
+                shard(0, vec![(0, 8191)]),
+                shard(1, vec![]),
+                shard(2, vec![(8192, 16383)]),
+            ],
+        )
+        .unwrap();
+        let settings = ConnSettings {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            connect_timeout: std::time::Duration::from_millis(100),
+            command_timeout: std::time::Duration::from_millis(100),
+            backoff_min: std::time::Duration::from_secs(60),
+            backoff_max: std::time::Duration::from_secs(60),
+            queue_depth: 4,
+            max_reply_bytes: 1 << 20,
+            auth: None,
+            readonly: false,
+            metrics: false,
+            wait: None,
+        };
+        let router = Router::new(
+            Arc::new(Backends::new(settings, 1)),
+            CommandTable::builtin(),
+            ReadPolicy::Primary,
+        );
+        router.install(&Arc::new(topo));
+        router
+    }
+
+    #[tokio::test]
+    async fn keyless_commands_skip_a_failed_primary() {
+        let router = after_failover();
+        let table = router.table();
+        let t = table.as_ref().unwrap();
+        let dead: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let picked: Vec<SocketAddr> = (0..10)
+            .map(|hint| t.any_primary(hint).unwrap().addr())
+            .collect();
+        assert!(!picked.contains(&dead), "{picked:?}");
+        assert!(picked.contains(&"127.0.0.1:1".parse().unwrap()));
+        assert!(picked.contains(&"127.0.0.1:3".parse().unwrap()));
     }
 }

@@ -5,8 +5,18 @@
 //! different speeds); `pending` holds one entry per request in request order and the front is
 //! written out as soon as it is ready. Redirects and retries are handled here, per request, so
 //! one client's MOVED never stalls another client.
+//!
+//! Connection-level modes live in submodules: `client` (HELLO, CLIENT, RESET, RESP3 output),
+//! `modes` (pinned requests, blocking commands, request barriers), `transaction` (MULTI/EXEC)
+//! and `subscribe` (Pub/Sub).
+
+mod client;
+mod modes;
+mod subscribe;
+mod transaction;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -16,40 +26,58 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{classify, Decision, LocalCmd};
+use super::classify::{classify, Decision, Fan, LocalCmd};
+use super::emulation::View;
+use super::fanout::{self, Fanout, Prepared};
 use super::retry::{self, Origin, Retry};
 use super::Shared;
-use crate::backend::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, Tag};
+use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
 use crate::config::ReadPolicy;
-use crate::metrics::{global as metrics, CommandId, RetryReason, SessionMetrics};
+use crate::metrics::{global as metrics, RetryReason, SessionMetrics};
 use crate::protocol::{
     encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner, ServerError,
 };
+use crate::security::limits::{self, IdleTimer};
+use crate::security::ClientState;
 
 /// A request awaiting its reply, or a reply waiting for earlier ones to be written.
 enum Pending {
     Waiting(Waiting),
     Ready(Bytes),
+    /// A request split into parts (`Tag::part`), each with its own retry state.
+    Fanout(Box<Fanout>),
+    /// Answered by the session's pinned connection, without redirects or retries.
+    Pinned,
 }
 
 /// What a session remembers about a forwarded request, for redirects and retries.
-struct Waiting {
+pub(super) struct Waiting {
     /// The slot of its keys (None: any primary).
-    slot: Option<u16>,
+    pub(super) slot: Option<u16>,
     /// Safe to re-send after a lost connection.
-    readonly: bool,
+    pub(super) readonly: bool,
     /// MOVED/ASK redirects followed so far.
-    redirects: u32,
+    pub(super) redirects: u32,
     /// Re-sends after transient errors or failures so far.
-    attempts: u32,
+    pub(super) attempts: u32,
     /// A write in durable mode: sent with `WAIT`.
-    durable: bool,
+    pub(super) durable: bool,
     /// When retrying stops; set at the first retry.
-    deadline: Option<Instant>,
-    /// The command, for metrics.
-    cmd: CommandId,
-    /// When the request was read (its read batch), for latency.
-    start: std::time::Instant,
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Waiting {
+    /// A request not yet retried.
+    pub(super) fn new(slot: Option<u16>, readonly: bool) -> Self {
+        Self {
+            slot,
+            readonly,
+            redirects: 0,
+            attempts: 0,
+            durable: false,
+            deadline: None,
+        }
+    }
 }
 
 /// Why a session ended abnormally (logged at debug level: clients come and go).
@@ -62,12 +90,20 @@ pub enum SessionError {
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
 pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let _counted = super::info::ClientGuard::new();
     let limits = shared.scan_limits;
+    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
+    let idle = IdleTimer::new(crate::config::ms(shared.config.client.idle_timeout_ms));
+    let client = client::ClientState::new(id, &stream);
     let metrics = SessionMetrics::new(
         shared.config.metrics.enabled,
         shared.config.metrics.hot_keys > 0,
     );
     let mut session = Session {
+        sec: shared.security.client(id as u64),
+        idle,
+        write_blocked: false,
+        capped: false,
         stream,
         shared,
         rbuf: BytesMut::new(),
@@ -79,7 +115,10 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         tx: None,
         rx: None,
         closing: false,
-        id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+        id,
+        written: Vec::new(),
+        client,
+        modes: modes::Modes::default(),
         metrics,
     };
     if let Err(e) = session.serve(shutdown).await {
@@ -108,6 +147,20 @@ struct Session {
     closing: bool,
     /// Picks this client's connection in each node pool.
     id: usize,
+    /// Authentication state and compiled command rules.
+    sec: ClientState,
+    /// Closes the client after `client.idle_timeout_ms` without traffic.
+    idle: IdleTimer,
+    /// The last write stopped at a full socket; wait for writability before trying again.
+    write_blocked: bool,
+    /// Reading is paused at the in-flight cap (counted once per pause).
+    capped: bool,
+    /// Primaries this client sent writes to since its last WAIT.
+    written: Vec<Arc<NodePool>>,
+    /// What the client set on its connection: protocol, name.
+    client: client::ClientState,
+    /// Transaction, pinned connection, subscriptions, held request.
+    modes: modes::Modes,
     /// Per-request metric accumulators, flushed once per loop turn.
     metrics: SessionMetrics,
 }
@@ -120,22 +173,44 @@ impl Session {
         // Grows on first use only: idle clients hold no buffers.
         let mut completions = Vec::new();
         let max_inflight = self.shared.config.client.max_inflight;
+        let output_limit = self.shared.config.client.output_buffer_limit_bytes;
         loop {
+            self.resume_held().await;
             if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
                 // Requests left buffered when the in-flight cap was hit: the socket will not
                 // signal them again.
                 self.dispatch_all().await;
             }
-            self.flush().await?;
+            self.flush()?;
             self.metrics.flush(self.pending.len());
-            if self.closing && self.pending.is_empty() {
+            if limits::over_output_limit(self.wbuf.len(), output_limit) {
+                // A client that does not read its replies must not make the proxy grow.
+                limits::count_disconnect("output_buffer_limit");
+                tracing::debug!(
+                    buffered = self.wbuf.len(),
+                    "client over the output buffer limit"
+                );
                 return Ok(());
             }
-            let can_read = !self.closing && self.pending.len() < max_inflight;
+            if self.closing && self.pending.is_empty() && self.wbuf.is_empty() {
+                return Ok(());
+            }
+            let can_read = !self.closing
+                && self.pending.len() < max_inflight
+                && self.modes.may_read(self.rbuf.len());
+            let capped = !self.closing && self.pending.len() >= max_inflight;
+            if capped && !self.capped {
+                limits::count_inflight_cap();
+            }
+            self.capped = capped;
+            let backlog = if self.write_blocked {
+                self.modes.pubsub.as_ref().map(|p| p.backlog())
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 _ = recv_completions(&mut self.rx, &mut completions) => {
-                    self.metrics.completions();
                     for c in completions.drain(..) {
                         self.on_completion(c);
                     }
@@ -151,6 +226,16 @@ impl Session {
                     // Drain: stop reading, finish what the client already sent.
                     self.closing = true;
                 }
+                ready = modes::writable(&self.stream, backlog.as_deref()), if self.write_blocked => {
+                    ready?;
+                    self.write_blocked = false;
+                }
+                _ = self.idle.tick() => {
+                    if self.idle.expired(!self.pending.is_empty()) {
+                        limits::count_disconnect("idle_timeout");
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -164,7 +249,10 @@ impl Session {
         }
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
-            Ok(n) => self.metrics.read(n),
+            Ok(n) => {
+                self.idle.touch();
+                self.metrics.read(n);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e.into()),
         }
@@ -176,12 +264,13 @@ impl Session {
     /// cap is reached (the rest stays buffered and is read again once replies drain).
     async fn dispatch_all(&mut self) {
         let max_inflight = self.shared.config.client.max_inflight;
-        while !self.closing && self.pending.len() < max_inflight {
+        while !self.closing && self.pending.len() < max_inflight && !self.stalled() {
             let scanned = match self.scanner.scan(&self.rbuf) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => {
                     // Redis answers a protocol error and closes the connection.
+                    limits::count_protocol_error(&e);
                     self.push_error(&format!("ERR {e}"));
                     self.rbuf.clear();
                     self.closing = true;
@@ -199,6 +288,7 @@ impl Session {
                     match inline_to_multibulk(&line) {
                         Ok(raw) => self.dispatch_rescanned(raw).await,
                         Err(e) => {
+                            limits::count_protocol_error(&e);
                             self.push_error(&format!("ERR {e}"));
                             self.closing = true;
                         }
@@ -229,16 +319,62 @@ impl Session {
         }
     }
 
-    /// Routes one request: forward, answer locally, or refuse.
+    /// Routes one request and counts it for the metrics (when its reply is queued).
     async fn dispatch(&mut self, raw: Bytes, args: Option<&[std::ops::Range<usize>]>) {
+        let name = args
+            .unwrap_or_else(|| self.scanner.args())
+            .first()
+            .map(|r| raw.slice(r.clone()));
+        let Some(name) = name else {
+            return;
+        };
+        let router = &self.shared.router;
+        let cmd = self.metrics.command(&name, |n| {
+            router.commands().lookup(n).map(|spec| spec.name.clone())
+        });
+        let first_seq = self.base_seq + self.pending.len() as u64;
+        let written = self.wbuf.len();
+        self.route(raw, args).await;
+        let after_seq = self.base_seq + self.pending.len() as u64;
+        let answer = self.wbuf.get(written).copied();
+        self.metrics
+            .dispatched_one(cmd, first_seq, after_seq, answer);
+    }
+
+    /// Routes one request: forward, answer locally, or refuse.
+    async fn route(&mut self, raw: Bytes, args: Option<&[std::ops::Range<usize>]>) {
         let args = args.unwrap_or_else(|| self.scanner.args());
         if args.is_empty() {
             return;
         }
         let commands = self.shared.router.commands();
+        let stream = &self.stream;
+        let peer = || stream.peer_addr().ok();
+        if let Some(reply) =
+            self.shared
+                .security
+                .check(&mut self.sec, &commands, &raw, args, &mut self.keys, peer)
+        {
+            return self.push_reply(reply);
+        }
         let decision = classify(&commands, &raw, args, &mut self.keys);
-        let cmd = self.metrics.command(&raw[args[0].clone()], &commands);
         drop(commands);
+        let decision = match decision {
+            Decision::Eval { slot, readonly } => {
+                // Remembered for NOSCRIPT recovery after a failover or resharding.
+                if let Some(body) = args.get(1) {
+                    self.shared.scripts.remember(&raw[body.clone()]);
+                }
+                Decision::Forward { slot, readonly }
+            }
+            d => d,
+        };
+        if self.is_special(&decision) {
+            let args = args.to_vec();
+            return self.dispatch_special(decision, raw, &args).await;
+        }
+        let shape = self.client.resp3().then(|| self.reshape(&raw, args));
+        let first_seq = self.base_seq + self.pending.len() as u64;
         match decision {
             Decision::Forward { slot, readonly } => {
                 if let Some(s) = slot {
@@ -253,20 +389,72 @@ impl Session {
                     attempts: 0,
                     durable: !readonly && self.shared.config.cluster.durable_writes,
                     deadline: None,
-                    cmd,
-                    start: self.metrics.batch_start(),
                 };
                 self.forward(raw, waiting).await;
             }
-            Decision::Local(local) => {
+            Decision::Local(cmd) => {
                 let args = args.to_vec();
-                let error = self.local(local, &raw, &args);
-                self.metrics.answered(cmd, error);
+                self.local(cmd, &raw, &args);
             }
-            Decision::Error(msg) => {
-                self.push_error(&msg);
-                self.metrics.answered(cmd, true);
+            Decision::Fanout(fan) => {
+                let args = args.to_vec();
+                self.fanout(fan, raw, &args).await;
             }
+            Decision::Error(msg) => self.push_error(&msg),
+            Decision::Eval { .. } => unreachable!("turned into Forward above"),
+            other => {
+                let args = args.to_vec();
+                self.dispatch_special(other, raw, &args).await;
+            }
+        }
+        if let Some(shape) = shape {
+            self.note_shape(first_seq, shape);
+        }
+    }
+
+    /// Plans a fanned-out request, sends its parts, and queues its pending state.
+    async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
+        let tcp_port = self.stream.local_addr().map_or(0, |a| a.port());
+        let written: Vec<std::net::SocketAddr> = match fan {
+            Fan::Wait => self.written.drain(..).map(|p| p.addr()).collect(),
+            _ => Vec::new(),
+        };
+        let at = fanout::At {
+            written: &written,
+            tcp_port,
+        };
+        let (state, sends) = match fanout::prepare(fan, &self.shared, &raw, args, &self.keys, at) {
+            Prepared::Reply(reply) => return self.push_reply(reply),
+            Prepared::Send(state, sends) => (state, sends),
+        };
+        let seq = self.push_pending(Pending::Fanout(state)).seq;
+        let idx = self.pending.len() - 1;
+        for (part, send) in sends.into_iter().enumerate() {
+            let tag = Tag {
+                seq,
+                part: part as u32,
+            };
+            let durable = send.write && self.shared.config.cluster.durable_writes;
+            if send.write {
+                self.note_write(&send.pool);
+                if let Some(w) = self.waiting_part(idx, tag.part) {
+                    w.durable = durable;
+                }
+            }
+            let req = BackendRequest {
+                raw: send.raw,
+                asking: false,
+                durable,
+                reply: self.reply_to(tag),
+            };
+            send.pool.send(req, self.id).await;
+        }
+    }
+
+    /// Remembers a primary this client wrote to, for WAIT.
+    fn note_write(&mut self, pool: &Arc<NodePool>) {
+        if !self.written.iter().any(|p| Arc::ptr_eq(p, pool)) {
+            self.written.push(pool.clone());
         }
     }
 
@@ -291,7 +479,6 @@ impl Session {
         };
         let Some(pool) = pool else {
             router.request_refresh();
-            self.metrics.answered(waiting.cmd, true);
             let msg = if router.table().is_none() {
                 "CLUSTERDOWN slotway has no cluster topology yet (no seed reachable)"
             } else {
@@ -300,6 +487,9 @@ impl Session {
             return self.push_error(msg);
         };
         let durable = waiting.durable;
+        if !waiting.readonly {
+            self.note_write(&pool);
+        }
         let tag = self.push_pending(Pending::Waiting(waiting));
         let req = BackendRequest {
             raw,
@@ -310,8 +500,7 @@ impl Session {
         pool.send(req, self.id).await;
     }
 
-    /// Answers a local command; true when the answer is an error.
-    fn local(&mut self, cmd: LocalCmd, raw: &[u8], args: &[std::ops::Range<usize>]) -> bool {
+    fn local(&mut self, cmd: LocalCmd, raw: &[u8], args: &[std::ops::Range<usize>]) {
         let mut out = BytesMut::new();
         match cmd {
             LocalCmd::Ping(None) => encode::simple(&mut out, "PONG"),
@@ -322,6 +511,9 @@ impl Session {
                 encode::simple(&mut out, "OK");
                 self.closing = true;
             }
+            LocalCmd::Hello => return self.hello(raw, args),
+            LocalCmd::Client => return self.client_command(raw, args),
+            LocalCmd::Reset => return self.reset(),
             LocalCmd::Select => match std::str::from_utf8(&raw[args[1].clone()])
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
@@ -330,14 +522,16 @@ impl Session {
                 Some(0) => encode::simple(&mut out, "OK"),
                 Some(_) => encode::error(&mut out, "ERR SELECT is not allowed in cluster mode"),
             },
+            LocalCmd::Cluster(cmd) => {
+                let view = View::for_client(&self.shared, self.stream.local_addr());
+                out.extend_from_slice(&view.reply(cmd, raw, args));
+            }
             LocalCmd::SlowLog => {
                 let argv: Vec<&[u8]> = args[1..].iter().map(|r| &raw[r.clone()]).collect();
                 out.extend_from_slice(&self.shared.metrics.slowlog.reply(&argv));
             }
         }
-        let error = out.first() == Some(&b'-');
         self.push_reply(out.freeze());
-        error
     }
 
     fn push_error(&mut self, msg: &str) {
@@ -362,6 +556,9 @@ impl Session {
     }
 
     fn on_completion(&mut self, c: Completion) {
+        let Some(c) = self.special_completion(c) else {
+            return;
+        };
         let Some(idx) = c
             .tag
             .seq
@@ -370,20 +567,21 @@ impl Session {
         else {
             return;
         };
-        let Some(Pending::Waiting(w)) = self.pending.get(idx) else {
+        let Some(w) = self.waiting_part(idx, c.tag.part) else {
             return;
         };
-        let (readonly, cmd, start) = (w.readonly, w.cmd, w.start);
+        let readonly = w.readonly;
         let next = match c.outcome {
             Outcome::Reply(frame, ReplyKind::Error) => {
                 self.on_error_reply(idx, frame, c.raw.clone(), c.tag)
             }
             Outcome::Reply(frame, _) => Some(frame),
             Outcome::Failed(err) => {
-                if (err.retry_safe() || readonly) && self.begin_retry(idx) {
+                self.shared.router.note_failure(&err);
+                if (err.retry_safe() || readonly) && self.begin_retry(idx, c.tag.part) {
                     metrics().retry(RetryReason::Connection).increment(1);
                     self.shared.router.request_refresh();
-                    self.reroute(idx, c.raw.clone(), c.tag);
+                    self.reroute(idx, c.raw.clone(), c.tag, retry::failed_node(&err));
                     None
                 } else {
                     Some(error_frame(&failure_message(&err)))
@@ -391,24 +589,20 @@ impl Session {
             }
         };
         if let Some(frame) = next {
-            self.observe_reply(cmd, start, &frame, &c.raw);
-            self.pending[idx] = Pending::Ready(frame);
+            if matches!(self.pending[idx], Pending::Waiting(_)) {
+                self.slow_log(c.tag.seq, &c.raw);
+            }
+            self.finish(idx, c.tag.part, frame);
         }
     }
 
-    /// Counts a request's final reply and puts it in the slow log when it took long enough.
-    fn observe_reply(
-        &mut self,
-        cmd: CommandId,
-        start: std::time::Instant,
-        frame: &[u8],
-        raw: &Bytes,
-    ) {
-        let took = self
-            .metrics
-            .finished(cmd, start, frame.first() == Some(&b'-'));
+    /// Puts the request at `seq` in the slow log when it took long enough.
+    fn slow_log(&mut self, seq: u64, raw: &Bytes) {
         let slowlog = &self.shared.metrics.slowlog;
-        if !self.metrics.enabled() || !slowlog.is_slow(took) {
+        let Some(took) = self.metrics.elapsed(seq) else {
+            return;
+        };
+        if !slowlog.is_slow(took) {
             return;
         }
         let mut scanner = RequestScanner::new(self.shared.scan_limits);
@@ -421,18 +615,31 @@ impl Session {
         }
     }
 
-    /// Sends `pending[idx]` again to whichever node owns its slot after a short backoff.
-    fn reroute(&mut self, idx: usize, raw: Bytes, tag: Tag) {
+    /// Records the final reply of `pending[idx]` (or of one of its parts).
+    fn finish(&mut self, idx: usize, part: u32, frame: Bytes) {
+        let reply = match &mut self.pending[idx] {
+            Pending::Fanout(f) => match f.complete(part, frame) {
+                Some(merged) => merged,
+                None => return,
+            },
+            _ => frame,
+        };
+        self.pending[idx] = Pending::Ready(reply);
+    }
+
+    /// Sends `pending[idx]` again to whichever node owns its slot after a short backoff, or as
+    /// soon as the map names an owner other than `failed` (the node that could not answer).
+    fn reroute(&mut self, idx: usize, raw: Bytes, tag: Tag, failed: Option<SocketAddr>) {
         let (slot, attempts) = {
-            let w = self.waiting(idx);
+            let w = self.waiting(idx, tag.part);
             (w.slot, w.attempts)
         };
-        retry::spawn(Retry::reroute(self.origin(idx, tag), raw, slot, attempts));
+        retry::spawn(Retry::reroute(self.origin(idx, tag), raw, slot, attempts).avoiding(failed));
     }
 
     fn origin(&mut self, idx: usize, tag: Tag) -> Origin {
         Origin {
-            durable: self.waiting(idx).durable,
+            durable: self.waiting(idx, tag.part).durable,
             router: self.shared.router.clone(),
             reply: self.reply_to(tag),
             affinity: self.id,
@@ -440,9 +647,9 @@ impl Session {
     }
 
     /// Counts one redirect of `pending[idx]`; false once the hop limit is reached.
-    fn begin_redirect(&mut self, idx: usize) -> bool {
+    fn begin_redirect(&mut self, idx: usize, part: u32) -> bool {
         let max = self.shared.config.cluster.max_redirects;
-        let w = self.waiting(idx);
+        let w = self.waiting(idx, part);
         if w.redirects >= max {
             return false;
         }
@@ -455,7 +662,7 @@ impl Session {
         let router = self.shared.router.clone();
         match crate::protocol::classify_error(&frame) {
             ServerError::Moved { slot, addr } => {
-                if !self.begin_redirect(idx) {
+                if !self.begin_redirect(idx, tag.part) {
                     return Some(frame);
                 }
                 metrics().moved.increment(1);
@@ -469,10 +676,11 @@ impl Session {
                 None
             }
             ServerError::Ask { addr, .. } => {
-                if !self.begin_redirect(idx) {
+                if !self.begin_redirect(idx, tag.part) {
                     return Some(frame);
                 }
                 metrics().ask.increment(1);
+                router.note_ask();
                 let target = addr.to_string();
                 retry::spawn(Retry::redirect(self.origin(idx, tag), raw, target, None));
                 None
@@ -482,24 +690,41 @@ impl Session {
             | ServerError::Loading
             | ServerError::MasterDown
             | ServerError::ReadOnly) => {
-                if !self.begin_retry(idx) {
+                if !self.begin_retry(idx, tag.part) {
                     return Some(frame);
                 }
                 metrics().retry(retry_reason(&e)).increment(1);
                 if !matches!(e, ServerError::TryAgain) {
                     router.request_refresh();
                 }
-                self.reroute(idx, raw, tag);
+                self.reroute(idx, raw, tag, None);
                 None
             }
+            ServerError::NoScript => self.on_noscript(idx, frame, raw, tag),
             _ => Some(frame),
         }
     }
 
+    /// `NOSCRIPT` to an `EVALSHA` whose body slotway has seen: load it, then send it again.
+    fn on_noscript(&mut self, idx: usize, frame: Bytes, raw: Bytes, tag: Tag) -> Option<Bytes> {
+        let scripts = &self.shared.scripts;
+        let Some(body) = scripts.body_for_evalsha(&raw, self.shared.scan_limits) else {
+            return Some(frame);
+        };
+        // Counted as a redirect: a script that will not load cannot loop.
+        if !self.begin_redirect(idx, tag.part) {
+            return Some(frame);
+        }
+        let slot = self.waiting(idx, tag.part).slot;
+        let origin = self.origin(idx, tag);
+        super::scripts::spawn_reload(&self.shared, origin, body, raw, slot);
+        None
+    }
+
     /// Starts (or continues) a retry of `pending[idx]`; false once its deadline has passed.
-    fn begin_retry(&mut self, idx: usize) -> bool {
+    fn begin_retry(&mut self, idx: usize, part: u32) -> bool {
         let budget = crate::config::ms(self.shared.config.cluster.retry_deadline_ms);
-        let w = self.waiting(idx);
+        let w = self.waiting(idx, part);
         let now = Instant::now();
         let deadline = *w.deadline.get_or_insert(now + budget);
         if now >= deadline {
@@ -509,11 +734,20 @@ impl Session {
         true
     }
 
-    fn waiting(&mut self, idx: usize) -> &mut Waiting {
-        match &mut self.pending[idx] {
-            Pending::Waiting(w) => w,
-            // Callers only pass indices they found Waiting in this same turn.
-            Pending::Ready(_) => unreachable!("pending entry {idx} is not waiting"),
+    fn waiting(&mut self, idx: usize, part: u32) -> &mut Waiting {
+        match self.waiting_part(idx, part) {
+            Some(w) => w,
+            // Callers only pass indices they found waiting in this same turn.
+            None => unreachable!("pending entry {idx} part {part} is not waiting"),
+        }
+    }
+
+    /// The retry state of `pending[idx]` (part `part` of a fan-out) while it awaits a reply.
+    fn waiting_part(&mut self, idx: usize, part: u32) -> Option<&mut Waiting> {
+        match self.pending.get_mut(idx)? {
+            Pending::Waiting(w) => Some(w),
+            Pending::Fanout(f) => f.waiting(part),
+            Pending::Ready(_) | Pending::Pinned => None,
         }
     }
 
@@ -533,26 +767,35 @@ impl Session {
     fn collect_ready(&mut self) {
         while let Some(Pending::Ready(_)) = self.pending.front() {
             if let Some(Pending::Ready(frame)) = self.pending.pop_front() {
+                self.metrics.replied(self.base_seq, frame.first().copied());
+                let frame = self.modes.reshape_reply(self.base_seq, frame);
                 self.wbuf.extend_from_slice(&frame);
                 self.base_seq += 1;
             }
         }
     }
 
-    /// Writes the write buffer out completely.
-    async fn flush(&mut self) -> Result<(), SessionError> {
+    /// Writes as much of the write buffer as the socket takes without waiting; the rest
+    /// stays buffered (counted against the output limit) until the socket is writable.
+    fn flush(&mut self) -> Result<(), SessionError> {
         self.collect_ready();
-        self.metrics.wrote(self.wbuf.len());
-        let mut data: &[u8] = &self.wbuf;
-        while !data.is_empty() {
-            match self.stream.try_write(data) {
-                Ok(n) => data = &data[n..],
+        while !self.wbuf.is_empty() && !self.write_blocked {
+            match self.stream.try_write(&self.wbuf) {
+                Ok(n) => {
+                    self.wbuf.advance(n);
+                    self.idle.touch();
+                    self.metrics.wrote(n);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.stream.writable().await?;
+                    self.write_blocked = true;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+        if !self.wbuf.is_empty() {
+            return Ok(());
+        }
+        self.modes.flushed();
         self.wbuf.clear();
         if self.wbuf.capacity() > 1 << 20 {
             self.wbuf = BytesMut::new();

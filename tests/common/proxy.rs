@@ -3,15 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use slotway::config::Config;
-use slotway::proxy::Proxy;
+use slotway::proxy::{Proxy, Shared};
 
 /// A proxy running for the duration of one test.
 pub struct TestProxy {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -53,18 +55,19 @@ impl TestProxy {
                         return;
                     }
                 };
-                let _ = addr_tx.send(Ok(proxy.local_addr()));
+                let _ = addr_tx.send(Ok((proxy.local_addr(), proxy.shared().clone())));
                 let _ = stop_rx.await;
                 proxy.shutdown(Duration::from_secs(5)).await;
             });
             rt.shutdown_timeout(Duration::from_secs(1));
         });
-        let addr = addr_rx
+        let (addr, shared) = addr_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("proxy did not report its address")
             .expect("proxy failed to start");
         Self {
             addr,
+            shared,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -73,6 +76,25 @@ impl TestProxy {
     /// The proxy's client address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The proxy's shared state (config, router, topology), for white-box checks.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// True once the proxy knows a topology that serves every slot (what readiness reports).
+    pub fn is_ready(&self) -> bool {
+        self.shared
+            .router
+            .table()
+            .as_ref()
+            .is_some_and(|t| t.topology.covers_all_slots())
+    }
+
+    /// `-ASK` redirects the proxy has followed.
+    pub fn ask_redirects(&self) -> u64 {
+        self.shared.router.ask_redirects()
     }
 
     /// `redis://` URL of the proxy.

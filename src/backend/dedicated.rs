@@ -1,0 +1,415 @@
+//! Dedicated backend connections: one plain TCP connection to one node, owned by a single
+//! client session while it is pinned (a transaction, a blocking command, a subscription).
+//!
+//! Unlike the multiplexed connections, a dedicated connection may sit blocked for as long as
+//! the command it carries wants (BLPOP 0), so it is never shared. Each node has a bounded
+//! number of them (`backend.max_dedicated_per_node`): a session that asks for one more gets a
+//! clear error instead of exhausting the node's client table. Connections handed back clean
+//! are kept idle for reuse; anything else is closed by dropping it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::ConnSettings;
+use crate::protocol::{encode, ReplyKind, ResponseScanner};
+
+/// Deepest reply nesting accepted on a dedicated connection.
+const MAX_REPLY_DEPTH: usize = 64;
+/// Read chunk reserved when the read buffer runs low.
+const READ_CHUNK: usize = 16 << 10;
+/// Idle connections kept per node; more are closed when handed back.
+const MAX_IDLE_PER_NODE: usize = 16;
+
+/// Why a dedicated connection could not be had or used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DedicatedError {
+    /// Every dedicated connection allowed to the node is in use.
+    #[error(
+        "no dedicated connection left to {addr} (backend.max_dedicated_per_node = {max} in use)"
+    )]
+    Exhausted {
+        /// The node.
+        addr: SocketAddr,
+        /// The configured cap.
+        max: usize,
+    },
+    /// Connecting or the handshake failed; nothing was sent.
+    #[error("cannot connect to {0}: {1}")]
+    Connect(SocketAddr, String),
+    /// The connection broke or timed out after a command was sent.
+    #[error("connection to {0} lost: {1}")]
+    Lost(SocketAddr, String),
+}
+
+/// The per-node bookkeeping: the cap and the idle connections.
+#[derive(Debug)]
+struct Node {
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<DedicatedConn>>,
+}
+
+/// Bounded per-node pools of dedicated connections.
+#[derive(Debug)]
+pub struct DedicatedPool {
+    template: ConnSettings,
+    max_per_node: usize,
+    nodes: DashMap<SocketAddr, Arc<Node>>,
+}
+
+impl DedicatedPool {
+    /// A pool whose connections use `template` (address ignored), at most `max_per_node` each.
+    pub fn new(template: ConnSettings, max_per_node: usize) -> Self {
+        Self {
+            template,
+            max_per_node: max_per_node.max(1),
+            nodes: DashMap::new(),
+        }
+    }
+
+    fn node(&self, addr: SocketAddr) -> Arc<Node> {
+        self.nodes
+            .entry(addr)
+            .or_insert_with(|| {
+                Arc::new(Node {
+                    permits: Arc::new(Semaphore::new(self.max_per_node)),
+                    idle: Mutex::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// A connection to `addr` speaking protocol `proto` (2 or 3): an idle one that is still
+    /// open, else a new one. When the node's cap is reached it waits up to the connect
+    /// timeout for one to be handed back (a session releasing its connection a moment after
+    /// answering), then fails.
+    pub async fn checkout(
+        &self,
+        addr: SocketAddr,
+        proto: u8,
+    ) -> Result<DedicatedConn, DedicatedError> {
+        let node = self.node(addr);
+        let exhausted = || DedicatedError::Exhausted {
+            addr,
+            max: self.max_per_node,
+        };
+        let permit = match node.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout(
+                self.template.connect_timeout,
+                node.permits.clone().acquire_owned(),
+            )
+            .await
+            .map_err(|_| exhausted())?
+            .map_err(|_| exhausted())?,
+        };
+        let mut permit = Some(permit);
+        loop {
+            let popped = node
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let Some(mut conn) = popped else { break };
+            if !conn.is_open() {
+                continue;
+            }
+            conn.node = Some(node.clone());
+            conn.permit = permit.take();
+            if conn.proto == proto || conn.switch_proto(proto).await.is_ok() {
+                return Ok(conn);
+            }
+            permit = conn.permit.take();
+        }
+        let mut settings = self.template.clone();
+        settings.addr = addr;
+        let stream = connect(&settings, proto)
+            .await
+            .map_err(|e| DedicatedError::Connect(addr, e))?;
+        Ok(DedicatedConn {
+            stream,
+            rbuf: BytesMut::new(),
+            scanner: ResponseScanner::new(MAX_REPLY_DEPTH),
+            addr,
+            proto,
+            reply_timeout: settings.command_timeout,
+            max_reply_bytes: settings.max_reply_bytes,
+            node: Some(node),
+            permit,
+        })
+    }
+
+    /// Dedicated connections to `addr` currently checked out.
+    pub fn open_count(&self, addr: SocketAddr) -> usize {
+        self.nodes
+            .get(&addr)
+            .map_or(0, |n| self.max_per_node - n.permits.available_permits())
+    }
+
+    /// The configured cap per node.
+    pub fn max_per_node(&self) -> usize {
+        self.max_per_node
+    }
+}
+
+/// One dedicated connection; closed when dropped unless handed back with [`DedicatedConn::release`].
+#[derive(Debug)]
+pub struct DedicatedConn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    scanner: ResponseScanner,
+    addr: SocketAddr,
+    proto: u8,
+    reply_timeout: Duration,
+    max_reply_bytes: usize,
+    node: Option<Arc<Node>>,
+    /// Held while checked out; an idle connection holds none, so it never blocks a checkout.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl DedicatedConn {
+    /// The node this connection goes to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The protocol the node speaks on this connection (2 or 3).
+    pub fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    /// The backend's command timeout, for callers that wait for a reply with a deadline.
+    pub fn reply_timeout(&self) -> Duration {
+        self.reply_timeout
+    }
+
+    /// Writes `data` completely.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), DedicatedError> {
+        self.stream
+            .write_all(data)
+            .await
+            .map_err(|e| DedicatedError::Lost(self.addr, e.to_string()))
+    }
+
+    /// Reads the next complete reply frame. Cancel-safe: a partly read frame stays buffered.
+    pub async fn read_frame(&mut self) -> Result<(Bytes, ReplyKind), DedicatedError> {
+        loop {
+            match self.scanner.scan(&self.rbuf) {
+                Ok(Some(r)) => return Ok((self.rbuf.split_to(r.len).freeze(), r.kind)),
+                Ok(None) => {}
+                Err(e) => return Err(DedicatedError::Lost(self.addr, e.to_string())),
+            }
+            if self.rbuf.len() > self.max_reply_bytes {
+                return Err(DedicatedError::Lost(
+                    self.addr,
+                    "reply exceeds backend.max_reply_bytes".into(),
+                ));
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            match self.stream.read_buf(&mut self.rbuf).await {
+                Ok(0) => {
+                    return Err(DedicatedError::Lost(
+                        self.addr,
+                        "node closed the connection".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(DedicatedError::Lost(self.addr, e.to_string())),
+            }
+        }
+    }
+
+    /// Reads a frame, failing when none arrives within `limit` (None: wait forever).
+    pub async fn read_frame_within(
+        &mut self,
+        limit: Option<Duration>,
+    ) -> Result<(Bytes, ReplyKind), DedicatedError> {
+        match limit {
+            None => self.read_frame().await,
+            Some(d) => match tokio::time::timeout(d, self.read_frame()).await {
+                Ok(r) => r,
+                Err(_) => Err(DedicatedError::Lost(
+                    self.addr,
+                    format!("no reply within {} ms", d.as_millis()),
+                )),
+            },
+        }
+    }
+
+    /// Hands the connection back for reuse; the caller guarantees it is clean (no MULTI,
+    /// WATCH, subscription or unread reply).
+    pub fn release(mut self) {
+        if !self.rbuf.is_empty() {
+            return;
+        }
+        let Some(node) = self.node.take() else { return };
+        // An idle connection holds neither its node (no reference cycle) nor a permit.
+        self.permit = None;
+        let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_PER_NODE {
+            idle.push(self);
+        }
+    }
+
+    /// False when the node has closed the connection (or sent something unasked).
+    fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    async fn switch_proto(&mut self, proto: u8) -> Result<(), DedicatedError> {
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, &[b"HELLO", proto.to_string().as_bytes()]);
+        self.write(&cmd).await?;
+        let (_, kind) = self.read_frame_within(Some(self.reply_timeout)).await?;
+        if kind == ReplyKind::Error {
+            return Err(DedicatedError::Lost(self.addr, "HELLO refused".into()));
+        }
+        self.proto = proto;
+        Ok(())
+    }
+}
+
+/// Opens the TCP connection and sends `AUTH` and `HELLO 3` as configured.
+async fn connect(s: &ConnSettings, proto: u8) -> Result<TcpStream, String> {
+    let mut stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(s.addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut hello = BytesMut::new();
+    let mut expected = 0;
+    if let Some((user, pass)) = &s.auth {
+        if user.is_empty() {
+            encode::command(&mut hello, &[b"AUTH", pass.expose().as_bytes()]);
+        } else {
+            encode::command(
+                &mut hello,
+                &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()],
+            );
+        }
+        expected += 1;
+    }
+    if proto == 3 {
+        encode::command(&mut hello, &[b"HELLO", b"3"]);
+        expected += 1;
+    }
+    if expected == 0 {
+        return Ok(stream);
+    }
+    tokio::time::timeout(s.command_timeout, handshake(&mut stream, &hello, expected))
+        .await
+        .map_err(|_| "handshake timed out".to_string())??;
+    Ok(stream)
+}
+
+async fn handshake(stream: &mut TcpStream, cmds: &[u8], expected: usize) -> Result<(), String> {
+    stream.write_all(cmds).await.map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(512);
+    let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
+    let mut seen = 0;
+    while seen < expected {
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("node closed the connection during the handshake".into());
+        }
+        while let Some(r) = scanner.scan(&buf).map_err(|e| e.to_string())? {
+            let frame = buf.split_to(r.len);
+            if r.kind == ReplyKind::Error {
+                return Err(String::from_utf8_lossy(&frame[1..]).trim_end().to_string());
+            }
+            seen += 1;
+        }
+        if buf.len() > 64 << 10 {
+            return Err("oversized handshake reply".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn settings() -> ConnSettings {
+        ConnSettings {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            connect_timeout: Duration::from_millis(200),
+            command_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            queue_depth: 16,
+            max_reply_bytes: 1 << 20,
+            auth: None,
+            readonly: false,
+            metrics: false,
+            wait: None,
+        }
+    }
+
+    /// A fake node answering `+PONG` to every request line it can find.
+    async fn fake_node() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let _ = s.write_all(b"+PONG\r\n").await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn cap_is_enforced_and_released_connections_are_reused() {
+        let addr = fake_node().await;
+        let pool = DedicatedPool::new(settings(), 2);
+        let mut a = pool.checkout(addr, 2).await.unwrap();
+        let b = pool.checkout(addr, 2).await.unwrap();
+        assert_eq!(pool.open_count(addr), 2);
+        let err = pool.checkout(addr, 2).await.unwrap_err();
+        assert!(matches!(err, DedicatedError::Exhausted { max: 2, .. }));
+        assert!(err.to_string().contains("max_dedicated_per_node"));
+        a.write(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        let (frame, kind) = a.read_frame().await.unwrap();
+        assert_eq!(&frame[..], b"+PONG\r\n");
+        assert_eq!(kind, ReplyKind::Other);
+        a.release();
+        assert_eq!(pool.open_count(addr), 1);
+        let mut c = pool.checkout(addr, 2).await.unwrap();
+        assert_eq!(pool.open_count(addr), 2);
+        c.write(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        assert_eq!(&c.read_frame().await.unwrap().0[..], b"+PONG\r\n");
+        drop(b);
+        assert_eq!(pool.open_count(addr), 1);
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let pool = DedicatedPool::new(settings(), 2);
+        let err = pool.checkout(addr, 2).await.unwrap_err();
+        assert!(matches!(err, DedicatedError::Connect(..)));
+        assert_eq!(pool.open_count(addr), 0);
+    }
+}

@@ -1,0 +1,393 @@
+//! A session's pinned backend connection: a small task owning one dedicated connection and
+//! running the jobs the session gives it in order — a `WATCH`, a whole `MULTI … EXEC`, or one
+//! blocking command — and reporting each reply on the session's completion channel.
+//!
+//! When the session drops its handle the task finishes the jobs already given, makes the
+//! connection clean (`UNWATCH` after a `WATCH` that no `EXEC` consumed) and hands it back to
+//! the pool; a connection in an unknown state is closed instead. When the session itself goes
+//! away (client disconnected) a blocked job is abandoned at once and its connection closed,
+//! which is what makes Redis unblock and forget that client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::router::Router;
+use crate::backend::{Completion, DedicatedConn, DedicatedError, DedicatedPool, Outcome, ReplyTo};
+use crate::protocol::{classify_error, encode, ReplyKind, ServerError};
+
+/// Most redirects a blocking command follows.
+const MAX_REDIRECTS: u32 = 5;
+
+/// What a job is, which decides how its replies are read and judged.
+#[derive(Debug, Clone, Copy)]
+pub enum JobKind {
+    /// `WATCH …`: one reply; the connection then watches keys until EXEC or UNWATCH.
+    Watch,
+    /// `MULTI`, `queued` commands, `EXEC`: `queued + 2` replies, the client gets EXEC's.
+    Exec {
+        /// Commands between MULTI and EXEC.
+        queued: usize,
+    },
+    /// One blocking command: one reply, waited for up to `limit` (None: forever); a MOVED
+    /// is followed to the new owner on a dedicated connection there.
+    Blocking {
+        /// How long the reply may take (the command's own timeout plus a margin).
+        limit: Option<Duration>,
+    },
+}
+
+/// One job for the pinned connection.
+#[derive(Debug)]
+pub struct Job {
+    /// The bytes to send.
+    pub raw: Bytes,
+    /// How to read and judge the replies.
+    pub kind: JobKind,
+    /// Where the client-facing reply goes.
+    pub reply: ReplyTo,
+}
+
+/// The session's handle on its pinned connection; dropping it releases the connection.
+#[derive(Debug)]
+pub struct PinnedHandle {
+    jobs: mpsc::UnboundedSender<Job>,
+    addr: SocketAddr,
+}
+
+/// What the task needs besides its jobs.
+#[derive(Clone, Debug)]
+pub struct PinContext {
+    /// Where dedicated connections come from.
+    pub pool: Arc<DedicatedPool>,
+    /// For MOVED bookkeeping and re-resolving a slot's owner.
+    pub router: Arc<Router>,
+    /// How long a connect failure is retried while the topology settles.
+    pub retry_deadline: Duration,
+}
+
+impl PinnedHandle {
+    /// Starts a pinned connection to `addr` speaking protocol `proto`; the connection is made
+    /// when the first job arrives.
+    pub fn open(ctx: PinContext, addr: SocketAddr, proto: u8) -> Self {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(ctx, addr, proto, rx));
+        Self { jobs, addr }
+    }
+
+    /// The node the connection goes to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a job; its reply arrives on the job's channel.
+    pub fn send(&self, job: Job) {
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
+            answer(
+                &job.reply,
+                error_frame("ERR slotway: pinned connection ended"),
+            );
+        }
+    }
+}
+
+/// The task's connection state.
+struct Pin {
+    ctx: PinContext,
+    addr: SocketAddr,
+    proto: u8,
+    conn: Option<DedicatedConn>,
+    /// Why the connection is unusable; later jobs get this error.
+    broken: Option<String>,
+    /// A WATCH is in force on the connection.
+    watching: bool,
+}
+
+async fn run(ctx: PinContext, addr: SocketAddr, proto: u8, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut pin = Pin {
+        ctx,
+        addr,
+        proto,
+        conn: None,
+        broken: None,
+        watching: false,
+    };
+    while let Some(job) = jobs.recv().await {
+        let reply = job.reply.clone();
+        let frame = tokio::select! {
+            frame = pin.run_job(job) => frame,
+            // The client went away: drop the connection (closing it) without waiting.
+            _ = reply.tx.closed() => return,
+        };
+        answer(&reply, frame);
+    }
+    pin.finish().await;
+}
+
+impl Pin {
+    async fn run_job(&mut self, job: Job) -> Bytes {
+        if let Some(why) = &self.broken {
+            return error_frame(&format!("ERR slotway: {why}"));
+        }
+        match job.kind {
+            JobKind::Watch => self.watch(&job.raw).await,
+            JobKind::Exec { queued } => self.exec(&job.raw, queued).await,
+            JobKind::Blocking { limit } => self.blocking(job.raw, limit).await,
+        }
+    }
+
+    /// The connection, made on first use; connect failures are retried while the topology
+    /// may be changing.
+    async fn conn(&mut self) -> Result<&mut DedicatedConn, String> {
+        if self.conn.is_none() {
+            let deadline = Instant::now() + self.ctx.retry_deadline;
+            let conn = loop {
+                match self.ctx.pool.checkout(self.addr, self.proto).await {
+                    Ok(c) => break c,
+                    Err(e @ DedicatedError::Exhausted { .. }) => return Err(e.to_string()),
+                    Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+                    Err(_) => {
+                        self.ctx.router.request_refresh();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            };
+            self.conn = Some(conn);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| "no connection".to_string())
+    }
+
+    /// Marks the connection unusable after `err` and returns the client's error reply.
+    fn fail(&mut self, what: &str, err: DedicatedError) -> Bytes {
+        self.conn = None;
+        let why = format!("{what}: {err}");
+        self.broken = Some(why.clone());
+        error_frame(&format!("ERR slotway: {why}"))
+    }
+
+    async fn watch(&mut self, raw: &[u8]) -> Bytes {
+        let conn = match self.conn().await {
+            Ok(c) => c,
+            Err(e) => return error_frame(&format!("ERR slotway: WATCH failed: {e}")),
+        };
+        let limit = Some(conn.reply_timeout());
+        if let Err(e) = conn.write(raw).await {
+            return self.fail("WATCH not sent", e);
+        }
+        let (frame, kind) = match conn.read_frame_within(limit).await {
+            Ok(r) => r,
+            Err(e) => return self.fail("WATCH failed", e),
+        };
+        if kind == ReplyKind::Error {
+            return self.routing_error("WATCH", &frame).unwrap_or(frame);
+        }
+        self.watching = true;
+        frame
+    }
+
+    async fn exec(&mut self, raw: &[u8], queued: usize) -> Bytes {
+        let conn = match self.conn().await {
+            Ok(c) => c,
+            Err(e) => {
+                return error_frame(&format!(
+                    "ERR slotway: transaction not run (nothing was executed): {e}"
+                ))
+            }
+        };
+        let limit = Some(conn.reply_timeout());
+        if let Err(e) = conn.write(raw).await {
+            return self.fail(
+                "connection lost during EXEC; the transaction may or may not have been applied",
+                e,
+            );
+        }
+        let mut aborted = None;
+        let mut last = Bytes::new();
+        for i in 0..queued + 2 {
+            let Some(conn) = self.conn.as_mut() else {
+                break;
+            };
+            let (frame, kind) = match conn.read_frame_within(limit).await {
+                Ok(r) => r,
+                Err(e) => return self.fail(
+                    "connection lost during EXEC; the transaction may or may not have been applied",
+                    e,
+                ),
+            };
+            if kind == ReplyKind::Error && i <= queued && aborted.is_none() {
+                aborted = self.routing_error("transaction aborted (nothing was executed)", &frame);
+            }
+            last = frame;
+        }
+        self.watching = false;
+        aborted.unwrap_or(last)
+    }
+
+    async fn blocking(&mut self, raw: Bytes, limit: Option<Duration>) -> Bytes {
+        let mut redirects = 0;
+        loop {
+            let conn = match self.conn().await {
+                Ok(c) => c,
+                Err(e) => return error_frame(&format!("ERR slotway: {e}")),
+            };
+            if let Err(e) = conn.write(&raw).await {
+                return self.fail("blocking command not sent", e);
+            }
+            let (frame, kind) = match conn.read_frame_within(limit).await {
+                Ok(r) => r,
+                Err(e) => return self.fail(
+                    "connection lost while blocked; the command may or may not have been applied",
+                    e,
+                ),
+            };
+            if kind != ReplyKind::Error || redirects >= MAX_REDIRECTS {
+                return frame;
+            }
+            let ServerError::Moved { slot, addr } = classify_error(&frame) else {
+                return frame;
+            };
+            let Ok(to) = addr.parse::<SocketAddr>() else {
+                return frame;
+            };
+            self.ctx.router.note_moved(slot, to);
+            redirects += 1;
+            if let Some(conn) = self.conn.take() {
+                conn.release();
+            }
+            self.addr = to;
+        }
+    }
+
+    /// A cluster routing error (MOVED, ASK, TRYAGAIN, CLUSTERDOWN …) inside a pinned
+    /// exchange cannot be retried transparently: it becomes a clear error.
+    fn routing_error(&self, what: &str, frame: &[u8]) -> Option<Bytes> {
+        let err = classify_error(frame);
+        match err {
+            ServerError::Moved { slot, addr } => {
+                if let Ok(to) = addr.parse::<SocketAddr>() {
+                    self.ctx.router.note_moved(slot, to);
+                }
+            }
+            ServerError::Ask { .. } | ServerError::TryAgain => {}
+            ServerError::ClusterDown
+            | ServerError::Loading
+            | ServerError::MasterDown
+            | ServerError::ReadOnly => self.ctx.router.request_refresh(),
+            _ => return None,
+        }
+        let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
+        Some(error_frame(&format!(
+            "ERR slotway: {what}: the slot is moving or its node is failing over ({text}); retry"
+        )))
+    }
+
+    /// Leaves the connection clean for the pool, or closes it.
+    async fn finish(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if self.watching {
+            let mut cmd = BytesMut::new();
+            encode::command(&mut cmd, &[b"UNWATCH"]);
+            let limit = Some(conn.reply_timeout());
+            if conn.write(&cmd).await.is_err() {
+                return;
+            }
+            match conn.read_frame_within(limit).await {
+                Ok((_, ReplyKind::Other)) => {}
+                _ => return,
+            }
+        }
+        conn.release();
+    }
+}
+
+fn answer(reply: &ReplyTo, frame: Bytes) {
+    let kind = if frame.first() == Some(&b'-') {
+        ReplyKind::Error
+    } else {
+        ReplyKind::Other
+    };
+    let _ = reply.tx.send(Completion {
+        tag: reply.tag,
+        raw: Bytes::new(),
+        outcome: Outcome::Reply(frame, kind),
+    });
+}
+
+fn error_frame(msg: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(msg.len() + 3);
+    encode::error(&mut out, msg);
+    out.freeze()
+}
+
+/// How long the proxy waits for a blocking command's reply: the command's own timeout plus
+/// `margin`, or forever for a timeout of 0. `args` are the request's arguments as bytes.
+pub fn blocking_limit(name: &str, args: &[&[u8]], margin: Duration) -> Option<Duration> {
+    let parse = |raw: &[u8]| -> Option<f64> { std::str::from_utf8(raw).ok()?.trim().parse().ok() };
+    let (value, unit_ms) = match name {
+        "blmpop" | "bzmpop" => (args.get(1).and_then(|a| parse(a)), false),
+        "xread" | "xreadgroup" => {
+            let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"block"))?;
+            (args.get(at + 1).and_then(|a| parse(a)), true)
+        }
+        _ => (args.last().and_then(|a| parse(a)), false),
+    };
+    // An unparsable timeout is refused by Redis at once; the margin alone covers that.
+    let secs = match value {
+        Some(v) if v.is_finite() && v > 0.0 => {
+            if unit_ms {
+                v / 1000.0
+            } else {
+                v
+            }
+        }
+        Some(0.0) => return None,
+        _ => 0.0,
+    };
+    Some(Duration::from_secs_f64(secs.min(1e9)) + margin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(name: &str, args: &[&str]) -> Option<Duration> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        blocking_limit(name, &args, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn timeouts_come_from_the_right_argument() {
+        assert_eq!(
+            limit("blpop", &["BLPOP", "a", "b", "2.5"]),
+            Some(Duration::from_millis(3500))
+        );
+        assert_eq!(limit("blpop", &["BLPOP", "a", "0"]), None);
+        assert_eq!(
+            limit("blmpop", &["BLMPOP", "3", "1", "a", "LEFT"]),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            limit(
+                "xread",
+                &["XREAD", "COUNT", "1", "BLOCK", "500", "STREAMS", "s", "$"]
+            ),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            limit("xread", &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]),
+            None
+        );
+        assert_eq!(
+            limit("blmove", &["BLMOVE", "a", "b", "LEFT", "RIGHT", "nope"]),
+            Some(Duration::from_secs(1))
+        );
+    }
+}

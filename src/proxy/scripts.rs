@@ -1,0 +1,209 @@
+//! Lua script bodies the proxy has seen, so a `NOSCRIPT` reply to `EVALSHA` (the script is not
+//! cached on the node: a promoted replica, a new shard after resharding, a restarted node) is
+//! answered by loading the script on the cluster's primaries and sending the `EVALSHA` again,
+//! instead of reaching the client.
+//!
+//! Bodies are remembered from `EVAL`/`EVAL_RO` and `SCRIPT LOAD` passing through, in a bounded
+//! least-recently-used map (`commands.script_cache_entries`). `SCRIPT FLUSH` through the proxy
+//! empties it, so a flushed script stays flushed as it would on one Redis server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::retry::{self, Origin, Retry};
+use super::sha1;
+use super::Shared;
+use crate::backend::{BackendRequest, NodePool, ReplyTo, Tag};
+use crate::protocol::{encode, RequestKind, RequestScanner, ScanLimits};
+
+/// A bounded LRU map from a script's SHA-1 (lower-case hex) to its body.
+#[derive(Debug)]
+pub struct ScriptCache {
+    capacity: usize,
+    inner: Mutex<Lru>,
+}
+
+#[derive(Debug, Default)]
+struct Lru {
+    /// sha → (body, last use).
+    entries: HashMap<String, (Bytes, u64)>,
+    /// last use → sha, oldest first.
+    by_use: BTreeMap<u64, String>,
+    clock: u64,
+}
+
+impl Lru {
+    fn touch(&mut self, sha: &str) -> Option<Bytes> {
+        self.clock += 1;
+        let clock = self.clock;
+        let (body, used) = self.entries.get_mut(sha)?;
+        self.by_use.remove(used);
+        *used = clock;
+        self.by_use.insert(clock, sha.to_string());
+        Some(body.clone())
+    }
+}
+
+impl ScriptCache {
+    /// A cache holding at most `capacity` scripts (0: remember nothing).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            inner: Mutex::new(Lru::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remembers a script body under its SHA-1.
+    pub fn remember(&self, body: &[u8]) {
+        if self.capacity == 0 {
+            return;
+        }
+        let sha = sha1::hex(body);
+        let mut lru = self.lock();
+        if lru.touch(&sha).is_some() {
+            return;
+        }
+        while lru.entries.len() >= self.capacity {
+            let Some((_, oldest)) = lru.by_use.pop_first() else {
+                break;
+            };
+            lru.entries.remove(&oldest);
+        }
+        let clock = lru.clock;
+        lru.by_use.insert(clock, sha.clone());
+        lru.entries
+            .insert(sha, (Bytes::copy_from_slice(body), clock));
+    }
+
+    /// The body of the script named `sha` (any case), marking it recently used.
+    pub fn get(&self, sha: &[u8]) -> Option<Bytes> {
+        let sha = std::str::from_utf8(sha).ok()?.to_ascii_lowercase();
+        self.lock().touch(&sha)
+    }
+
+    /// Forgets every script (`SCRIPT FLUSH`).
+    pub fn clear(&self) {
+        let mut lru = self.lock();
+        lru.entries.clear();
+        lru.by_use.clear();
+    }
+
+    /// Scripts remembered.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True when no script is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body for an `EVALSHA`/`EVALSHA_RO` request (raw RESP), if it is one and the script
+    /// is known.
+    pub fn body_for_evalsha(&self, raw: &[u8], limits: ScanLimits) -> Option<Bytes> {
+        let mut scanner = RequestScanner::new(limits);
+        let scanned = scanner.scan(raw).ok()??;
+        if scanned.kind != RequestKind::MultiBulk {
+            return None;
+        }
+        let args = scanner.args();
+        let name = raw.get(args.first()?.clone())?;
+        if !(name.eq_ignore_ascii_case(b"evalsha") || name.eq_ignore_ascii_case(b"evalsha_ro")) {
+            return None;
+        }
+        self.get(raw.get(args.get(1)?.clone())?)
+    }
+}
+
+/// Loads `body` on every primary, then sends the failed `EVALSHA` (`raw`) again by its slot.
+/// The reply reaches the session under the request's own tag, like any retry.
+pub fn spawn_reload(shared: &Shared, origin: Origin, body: Bytes, raw: Bytes, slot: Option<u16>) {
+    let primaries: Vec<Arc<NodePool>> = shared
+        .router
+        .table()
+        .as_ref()
+        .map(|t| t.primaries().to_vec())
+        .unwrap_or_default();
+    let wait = crate::config::ms(shared.config.backend.command_timeout_ms);
+    tokio::spawn(async move {
+        let mut load = BytesMut::with_capacity(body.len() + 32);
+        encode::command(&mut load, &[b"SCRIPT", b"LOAD", &body]);
+        let load = load.freeze();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for (i, pool) in primaries.iter().enumerate() {
+            let req = BackendRequest {
+                raw: load.clone(),
+                asking: false,
+                durable: false,
+                reply: ReplyTo {
+                    tx: tx.clone(),
+                    tag: Tag {
+                        seq: 0,
+                        part: u32::try_from(i).unwrap_or(u32::MAX),
+                    },
+                },
+            };
+            pool.send(req, origin.affinity).await;
+        }
+        drop(tx);
+        // Whatever the loads answered, the retry's own reply tells the client the outcome.
+        let _ = tokio::time::timeout(wait, async { while rx.recv().await.is_some() {} }).await;
+        retry::spawn(Retry::reroute(origin, raw, slot, 0));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_bounds_and_order() {
+        let cache = ScriptCache::new(2);
+        cache.remember(b"return 1");
+        cache.remember(b"return 2");
+        let one = sha1::hex(b"return 1");
+        // Using script 1 makes script 2 the oldest.
+        assert_eq!(cache.get(one.as_bytes()).as_deref(), Some(&b"return 1"[..]));
+        cache.remember(b"return 3");
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(sha1::hex(b"return 2").as_bytes()).is_none());
+        assert!(cache.get(one.to_uppercase().as_bytes()).is_some());
+        assert!(cache.get(sha1::hex(b"return 3").as_bytes()).is_some());
+        cache.remember(b"return 3");
+        assert_eq!(cache.len(), 2);
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn disabled_cache_remembers_nothing() {
+        let cache = ScriptCache::new(0);
+        cache.remember(b"return 1");
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn evalsha_body_lookup() {
+        let cache = ScriptCache::new(4);
+        cache.remember(b"return 1");
+        let sha = sha1::hex(b"return 1");
+        let mut raw = BytesMut::new();
+        encode::command(&mut raw, &[b"EVALSHA", sha.as_bytes(), b"0"]);
+        let limits = ScanLimits::default();
+        assert_eq!(
+            cache.body_for_evalsha(&raw, limits).as_deref(),
+            Some(&b"return 1"[..])
+        );
+        let mut other = BytesMut::new();
+        encode::command(&mut other, &[b"EVAL", sha.as_bytes(), b"0"]);
+        assert!(cache.body_for_evalsha(&other, limits).is_none());
+        assert!(cache.body_for_evalsha(b"*1\r\n", limits).is_none());
+    }
+}

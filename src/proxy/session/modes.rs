@@ -1,0 +1,271 @@
+//! The session's connection modes and the plumbing they share: requests answered by a pinned
+//! connection (`Pending::Pinned`), request barriers, blocking commands, and RESP3 reshaping of
+//! forwarded replies.
+//!
+//! A pinned request (WATCH, EXEC, a blocking command) runs on another connection than the
+//! client's other requests, so it is a barrier both ways: it is sent only once every earlier
+//! request has been answered (a pipelined `LPUSH l x` then `BLPOP l 0` must see the push), and
+//! nothing after it is sent until it is answered (Redis runs a connection's commands in order,
+//! and a blocked connection runs nothing else). A request that has to wait is held here.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::subscribe::PubSubState;
+use super::transaction::{TxState, Watch};
+use super::{error_frame, Pending, Session};
+use crate::backend::{Completion, Outcome};
+use crate::protocol::resp3::{to_resp3, Shape};
+use crate::proxy::classify::{Decision, LocalCmd};
+use crate::proxy::pinned::{blocking_limit, Job, JobKind, PinContext, PinnedHandle};
+use crate::proxy::reshape::shape_for;
+use crate::proxy::subscriber::{OVERFLOW_TAG, PUSH_TAG};
+
+/// While a request is held, the client's socket is still read (to notice a disconnect) until
+/// this much is buffered.
+const READ_AHEAD: usize = 1 << 20;
+
+/// Per-session mode state.
+#[derive(Default)]
+pub(super) struct Modes {
+    /// Inside MULTI: the queued commands.
+    pub(super) tx: Option<TxState>,
+    /// The pinned connection a WATCH opened.
+    pub(super) watch: Option<Watch>,
+    /// The slot every key of the current transaction (WATCH included) must hash to.
+    pub(super) tx_slot: Option<u16>,
+    /// Subscriptions, while there are any.
+    pub(super) pubsub: Option<PubSubState>,
+    /// A request waiting for every earlier one to be answered.
+    held: Option<(Bytes, Vec<Range<usize>>)>,
+    /// A pinned request is outstanding: nothing more is sent until it is answered.
+    barrier: bool,
+    /// RESP3 clients: the shape of each forwarded request's reply, by sequence number.
+    notes: VecDeque<(u64, Shape)>,
+}
+
+impl Modes {
+    /// True while the client socket should still be read.
+    pub(super) fn may_read(&self, buffered: usize) -> bool {
+        (self.held.is_none() && !self.barrier) || buffered < READ_AHEAD
+    }
+
+    /// True while the client has subscriptions.
+    pub(super) fn subscribed(&self) -> bool {
+        self.pubsub.is_some()
+    }
+
+    /// The reply for sequence `seq` in the client's protocol.
+    pub(super) fn reshape_reply(&mut self, seq: u64, frame: Bytes) -> Bytes {
+        while self.notes.front().is_some_and(|&(s, _)| s < seq) {
+            self.notes.pop_front();
+        }
+        match self.notes.front() {
+            Some(&(s, shape)) if s == seq => {
+                self.notes.pop_front();
+                to_resp3(&frame, shape).unwrap_or(frame)
+            }
+            _ => frame,
+        }
+    }
+
+    /// Everything buffered was written to the client.
+    pub(super) fn flushed(&mut self) {
+        if let Some(p) = &mut self.pubsub {
+            p.flushed();
+        }
+    }
+
+    /// Drops every mode (RESET): transaction, watch, subscriptions, held request.
+    pub(super) fn reset(&mut self) {
+        self.tx = None;
+        self.watch = None;
+        self.tx_slot = None;
+        self.pubsub = None;
+    }
+}
+
+impl Session {
+    /// True when a request cannot be sent yet.
+    pub(super) fn stalled(&self) -> bool {
+        self.modes.held.is_some() || self.modes.barrier
+    }
+
+    /// Sends the held request once everything before it has been answered.
+    pub(super) async fn resume_held(&mut self) {
+        if !self.pending.is_empty() || self.modes.barrier {
+            return;
+        }
+        if let Some((raw, args)) = self.modes.held.take() {
+            self.dispatch(raw, Some(&args)).await;
+        }
+    }
+
+    /// Holds `raw` when earlier requests are still unanswered; true when held.
+    pub(super) fn hold_if_busy(&mut self, raw: &Bytes, args: &[Range<usize>]) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        self.modes.held = Some((raw.clone(), args.to_vec()));
+        true
+    }
+
+    /// True when the decision (or the session's mode) needs the mode-aware dispatcher.
+    pub(super) fn is_special(&self, decision: &Decision) -> bool {
+        matches!(
+            decision,
+            Decision::Transaction(_) | Decision::Subscription | Decision::Blocking { .. }
+        ) || self.modes.tx.is_some()
+            || (self.modes.subscribed() && !self.client.resp3())
+    }
+
+    /// Dispatches a request under the session's modes.
+    pub(super) async fn dispatch_special(
+        &mut self,
+        decision: Decision,
+        raw: Bytes,
+        args: &[Range<usize>],
+    ) {
+        if self.modes.tx.is_some() {
+            return self.queue_in_tx(decision, raw, args).await;
+        }
+        if self.modes.subscribed() && !self.client.resp3() {
+            match &decision {
+                Decision::Subscription
+                | Decision::Error(_)
+                | Decision::Local(LocalCmd::Quit | LocalCmd::Reset) => {}
+                Decision::Local(LocalCmd::Ping(msg)) => {
+                    return self.subscribed_pong(&raw, args, *msg)
+                }
+                _ => return self.refuse_while_subscribed(&raw, args),
+            }
+        }
+        match decision {
+            Decision::Transaction(cmd) => self.transaction(cmd, raw, args).await,
+            Decision::Subscription => self.subscription(&raw, args),
+            Decision::Blocking { slot } => self.blocking(slot, raw, args),
+            Decision::Local(cmd) => self.local(cmd, &raw, args),
+            Decision::Error(msg) => self.push_error(&msg),
+            _ => self.push_error("ERR slotway: internal routing error"),
+        }
+    }
+
+    /// Handles completions that bypass redirects and retries; returns the others.
+    pub(super) fn special_completion(&mut self, c: Completion) -> Option<Completion> {
+        if c.tag == PUSH_TAG {
+            if let Outcome::Reply(frame, _) = c.outcome {
+                self.on_push(frame);
+            }
+            return None;
+        }
+        if c.tag == OVERFLOW_TAG {
+            self.on_overflow();
+            return None;
+        }
+        let idx = usize::try_from(c.tag.seq.checked_sub(self.base_seq)?).ok()?;
+        if !matches!(self.pending.get(idx), Some(Pending::Pinned)) {
+            return Some(c);
+        }
+        let frame = match c.outcome {
+            Outcome::Reply(frame, _) => frame,
+            Outcome::Failed(e) => error_frame(&format!("ERR slotway: {e}")),
+        };
+        self.pending[idx] = Pending::Ready(frame);
+        self.modes.barrier = false;
+        None
+    }
+
+    /// Queues a request for the pinned connection `handle`; later requests wait for it.
+    pub(super) fn send_pinned(&mut self, handle: &PinnedHandle, raw: Bytes, kind: JobKind) {
+        let tag = self.push_pending(Pending::Pinned);
+        self.modes.barrier = true;
+        let reply = self.reply_to(tag);
+        handle.send(Job { raw, kind, reply });
+    }
+
+    /// What a pinned connection needs from the proxy.
+    pub(super) fn pin_context(&self) -> PinContext {
+        PinContext {
+            pool: self.shared.dedicated.clone(),
+            router: self.shared.router.clone(),
+            retry_deadline: crate::config::ms(self.shared.config.cluster.retry_deadline_ms),
+        }
+    }
+
+    /// The primary owning `slot` (any primary for None), or the client's error text.
+    pub(super) fn pin_addr(&self, slot: Option<u16>) -> Result<SocketAddr, &'static str> {
+        let router = &self.shared.router;
+        let table = router.table();
+        let Some(t) = table.as_ref() else {
+            router.request_refresh();
+            return Err("CLUSTERDOWN slotway has no cluster topology yet (no seed reachable)");
+        };
+        let pool = match slot {
+            Some(s) => t.primary_for_slot(s),
+            None => t.any_primary(router.next_rotation()),
+        };
+        pool.map(|p| p.addr()).ok_or_else(|| {
+            router.request_refresh();
+            "CLUSTERDOWN Hash slot not served"
+        })
+    }
+
+    /// A blocking command: its own dedicated connection, so it never stalls other clients.
+    fn blocking(&mut self, slot: Option<u16>, raw: Bytes, args: &[Range<usize>]) {
+        if self.hold_if_busy(&raw, args) {
+            return;
+        }
+        let addr = match self.pin_addr(slot) {
+            Ok(a) => a,
+            Err(msg) => return self.push_error(msg),
+        };
+        let words: Vec<&[u8]> = args.iter().map(|r| &raw[r.clone()]).collect();
+        let name = String::from_utf8_lossy(words[0]).to_ascii_lowercase();
+        let margin = crate::config::ms(self.shared.config.backend.command_timeout_ms);
+        let limit = blocking_limit(&name, &words, margin);
+        let handle = PinnedHandle::open(self.pin_context(), addr, self.client.proto());
+        self.send_pinned(&handle, raw, JobKind::Blocking { limit });
+    }
+
+    /// The RESP3 shape of a request's reply.
+    pub(super) fn reshape(&self, raw: &[u8], args: &[Range<usize>]) -> Shape {
+        let table = self.shared.router.commands();
+        table
+            .resolve(raw, args)
+            .map_or(Shape::Keep, |spec| shape_for(spec, raw, args))
+    }
+
+    /// Remembers the reply shape of the forwarded request at `seq`, if one was queued there.
+    pub(super) fn note_shape(&mut self, seq: u64, shape: Shape) {
+        let Some(idx) = seq
+            .checked_sub(self.base_seq)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        match self.pending.get(idx) {
+            None | Some(Pending::Ready(_) | Pending::Pinned) => {}
+            Some(_) => self.modes.notes.push_back((seq, shape)),
+        }
+    }
+}
+
+/// Waits until the client socket takes more bytes; a subscriber whose backlog overflowed is
+/// cut off instead.
+pub(super) async fn writable(
+    stream: &tokio::net::TcpStream,
+    backlog: Option<&crate::proxy::subscriber::Backlog>,
+) -> std::io::Result<()> {
+    let Some(backlog) = backlog else {
+        return stream.writable().await;
+    };
+    tokio::select! {
+        r = stream.writable() => r,
+        _ = backlog.overflowed() => Err(std::io::Error::other(
+            "subscriber fell behind by more than client.pubsub_buffer_bytes",
+        )),
+    }
+}

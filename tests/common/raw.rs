@@ -1,0 +1,57 @@
+//! A bare RESP connection for tests that compare exact reply bytes (error texts, frames the
+//! `redis` crate would reinterpret).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use slotway::protocol::{encode, ResponseScanner};
+
+/// One TCP connection speaking raw RESP.
+pub struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    /// Connects to `addr` (`host:port`).
+    pub fn connect(addr: impl std::net::ToSocketAddrs) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends one command and returns its complete reply frame.
+    pub fn call(&mut self, args: &[&str]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        encode::command(&mut out, &refs);
+        self.stream.write_all(&out).expect("write");
+        self.read_reply()
+    }
+
+    /// Sends one command and returns its reply as (lossy) text.
+    pub fn text(&mut self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.call(args)).into_owned()
+    }
+
+    /// Reads the next complete reply frame.
+    pub fn read_reply(&mut self) -> Vec<u8> {
+        let mut scanner = ResponseScanner::new(64);
+        loop {
+            if let Some(r) = scanner.scan(&self.buf).expect("valid RESP") {
+                return self.buf.drain(..r.len).collect();
+            }
+            let mut chunk = [0u8; 16384];
+            let n = self.stream.read(&mut chunk).expect("read reply");
+            assert!(n > 0, "connection closed while waiting for a reply");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
