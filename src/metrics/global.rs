@@ -129,6 +129,47 @@ pub fn global() -> &'static Global {
             c.increment(0);
         }
         g.client_connections.increment(0.0);
+        for (name, label, values) in OTHER_SERIES {
+            match label {
+                None => counter!(*name).increment(0),
+                Some(label) => {
+                    for v in *values {
+                        counter!(*name, *label => *v).increment(0);
+                    }
+                }
+            }
+        }
         g
     })
 }
+
+/// Counters other modules emit by name on rare events (limits, security), registered at 0 so
+/// `/metrics` lists them from the start: name, label, the label's values.
+const OTHER_SERIES: &[(&str, Option<&str>, &[&str])] = &[
+    ("slotway_auth_failures_total", None, &[]),
+    ("slotway_backend_queue_full_total", None, &[]),
+    ("slotway_client_inflight_limit_total", None, &[]),
+    (
+        "slotway_client_disconnects_total",
+        Some("reason"),
+        &["idle_timeout", "output_buffer_limit", "protocol_error"],
+    ),
+    (
+        "slotway_client_protocol_errors_total",
+        Some("error"),
+        &[
+            "invalid_multibulk_length",
+            "invalid_bulk_length",
+            "expected_bulk",
+            "unbalanced_quotes",
+            "inline_too_big",
+            "header_too_big",
+            "other",
+        ],
+    ),
+    (
+        "slotway_commands_denied_total",
+        Some("reason"),
+        &["noauth", "policy", "acl"],
+    ),
+];
