@@ -74,6 +74,42 @@ pub struct Config {
     pub log: LogConfig,
     /// Async runtime.
     pub runtime: RuntimeConfig,
+    /// Metrics, hot keys and the proxy's slow log.
+    pub metrics: MetricsConfig,
+}
+
+/// Metrics, hot-key and slow-log settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Record per-request metrics at all; off leaves only connection and topology metrics
+    /// (default true).
+    pub enabled: bool,
+    /// Export `slotway_slot_ops_total{slot}` for every slot that saw traffic (default true).
+    pub per_slot: bool,
+    /// How many of the hottest keys `slotway_hot_key_ops` reports; 0 turns the sketch off
+    /// (default 10, at most 100).
+    pub hot_keys: usize,
+    /// Report hot keys by a hash of their name instead of the name (default false).
+    pub hash_key_names: bool,
+    /// Commands slower than this (microseconds) enter the slow log; 0 logs every command, a
+    /// negative value none (default 10000).
+    pub slowlog_threshold_us: i64,
+    /// Entries the slow log keeps; the oldest are dropped (default 128).
+    pub slowlog_max_len: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_slot: true,
+            hot_keys: 10,
+            hash_key_names: false,
+            slowlog_threshold_us: 10_000,
+            slowlog_max_len: 128,
+        }
+    }
 }
 
 /// Async runtime settings.
@@ -88,7 +124,8 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Address of the admin HTTP server; empty disables it (default empty).
+    /// Address of the admin HTTP server; empty disables it, a bare port (`9090`) binds
+    /// 127.0.0.1 (default empty).
     pub listen: String,
 }
 
@@ -238,6 +275,7 @@ impl Default for Config {
             commands: CommandsConfig::default(),
             log: LogConfig::default(),
             runtime: RuntimeConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -441,6 +479,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "commands.announce_address",
                 reason: format!("expected host:port, got {announce:?}"),
+            });
+        }
+        if self.metrics.hot_keys > crate::hotkeys::MAX_K {
+            return Err(ConfigError::Invalid {
+                key: "metrics.hot_keys",
+                reason: format!("must be at most {}", crate::hotkeys::MAX_K),
             });
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
@@ -687,6 +731,7 @@ mod tests {
         assert!(keys.contains(&"listen".to_string()));
         assert!(keys.contains(&"backend.queue_depth".to_string()));
         assert!(keys.contains(&"admin.listen".to_string()));
+        assert!(keys.contains(&"metrics.slowlog_threshold_us".to_string()));
         for k in [
             "auth.password",
             "auth.password_file",
@@ -698,5 +743,21 @@ mod tests {
         ] {
             assert!(keys.contains(&k.to_string()), "{k}");
         }
+    }
+
+    #[test]
+    fn metrics_settings_from_env_and_limits() {
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("SLOTWAY_METRICS_PER_SLOT", "false"),
+                ("SLOTWAY_METRICS_SLOWLOG_THRESHOLD_US", "-1"),
+            ]),
+        )
+        .unwrap();
+        assert!(!cfg.metrics.per_slot);
+        assert_eq!(cfg.metrics.slowlog_threshold_us, -1);
+        let err = Config::load(None, env(&[("SLOTWAY_METRICS_HOT_KEYS", "1000")])).unwrap_err();
+        assert!(err.to_string().contains("metrics.hot_keys"), "{err}");
     }
 }

@@ -4,11 +4,16 @@
 //! hashes them onto the cluster's 16384 slots and forwards the request to the
 //! node that owns the slot, returning replies in request order.
 
+pub mod admin;
 pub mod backend;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod hotkeys;
 pub mod local;
+pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod security;
+pub mod slowlog;
+pub mod status;

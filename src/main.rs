@@ -33,7 +33,8 @@ struct RunArgs {
     /// Seed nodes, comma-separated host:port (overrides `seeds`).
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<String>,
-    /// Admin HTTP address for /metrics, /healthz, /readyz (overrides `admin.listen`).
+    /// Admin HTTP address for /metrics, /healthz, /readyz, /cluster (overrides `admin.listen`;
+    /// a bare port binds 127.0.0.1). With `status`: the admin endpoint to ask.
     #[arg(long, global = true)]
     admin: Option<String>,
 }
@@ -46,6 +47,10 @@ enum Command {
     ConfigKeys,
     /// Print the command reference (Markdown): every command grouped by how slotway routes it.
     Commands,
+    /// Report shards, key spread and hot slots/keys from a running proxy's admin endpoint
+    /// (`--admin ADDR`, else `admin.listen` from the config); exits 1 when the cluster is not
+    /// healthy, 2 when the endpoint cannot be asked.
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +87,19 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
+    if let Some(Command::Status) = cli.command {
+        let admin = match &cli.run.admin {
+            Some(a) => a.clone(),
+            None => Config::load(cli.run.config.as_deref(), std::env::vars())?
+                .admin
+                .listen
+                .clone(),
+        };
+        if admin.trim().is_empty() {
+            anyhow::bail!("slotway status needs --admin ADDR (or admin.listen in the config)");
+        }
+        std::process::exit(slotway::status::run(&admin));
+    }
     let mut config = Config::load(cli.run.config.as_deref(), std::env::vars())?;
     if let Some(listen) = &cli.run.listen {
         config.listen = listen.clone();
@@ -94,7 +112,9 @@ fn main() -> Result<()> {
     }
     init_logging(&config)?;
     match cli.command {
-        None | Some(Command::ConfigKeys | Command::Commands) => run_proxy(config, None),
+        None | Some(Command::ConfigKeys | Command::Commands | Command::Status) => {
+            run_proxy(config, None)
+        }
         Some(Command::Local(args)) => {
             if cli.run.listen.is_none() && std::env::var_os("SLOTWAY_LISTEN").is_none() {
                 config.listen = LOCAL_LISTEN.to_string();
@@ -166,6 +186,11 @@ fn run_proxy(config: Config, cluster: Option<LocalCluster>) -> Result<()> {
                 "slotway: ready — connect with `redis-cli -p {}` (Ctrl-C stops the proxy and the cluster)",
                 proxy.local_addr().port()
             );
+            if let Some(admin) = proxy.admin_addr() {
+                println!(
+                    "slotway: admin on http://{admin}/ (metrics, healthz, readyz, cluster); `slotway status --admin {admin}`"
+                );
+            }
         }
         wait_for_signal().await?;
         tracing::info!("shutting down");

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo};
+use crate::metrics::histogram::AtomicHistogram;
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
 
 /// `ASKING` in wire form, sent before a request redirected by `-ASK`.
@@ -32,6 +33,9 @@ const COPY_LIMIT: usize = 64 << 10;
 const READ_CHUNK: usize = 64 << 10;
 /// Deepest reply nesting accepted from a node.
 const MAX_REPLY_DEPTH: usize = 64;
+/// At most one warning per connection this often about a node that cannot be reached; the
+/// others go to debug, so a dead node does not flood the log while the backoff retries.
+const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// How to reach and talk to one node.
 #[derive(Debug, Clone)]
@@ -54,6 +58,8 @@ pub struct ConnSettings {
     pub auth: Option<(String, crate::security::Secret)>,
     /// Send `READONLY` on connect (replica connections serving reads).
     pub readonly: bool,
+    /// Record per-reply latency (`metrics.enabled`).
+    pub metrics: bool,
     /// Durable-write mode: the `WAIT` sent after each durable request.
     pub wait: Option<DurableWait>,
 }
@@ -200,14 +206,19 @@ async fn supervise(
     connected: Arc<AtomicBool>,
 ) {
     let addr = settings.addr.to_string();
+    let obs = NodeMetrics::new(&addr, settings.metrics);
+    let mut warned: Option<(Instant, u64)> = None;
     let mut backoff = settings.backoff_min;
     loop {
         match connect(&settings).await {
             Ok(stream) => {
                 backoff = settings.backoff_min;
+                warned = None;
                 connected.store(true, Ordering::Relaxed);
+                obs.connections.increment(1.0);
                 let fifo = Fifo::default();
-                let result = serve(stream, &mut rx, &fifo, &settings).await;
+                let result = serve(stream, &mut rx, &fifo, &settings, &obs).await;
+                obs.connections.decrement(1.0);
                 connected.store(false, Ordering::Relaxed);
                 let lost =
                     std::mem::take(&mut *fifo.lock().unwrap_or_else(PoisonError::into_inner));
@@ -231,12 +242,72 @@ async fn supervise(
                 }
             }
             Err(e) => {
-                tracing::debug!(node = %addr, error = %e, "backend connect failed");
+                rate_limited_warn(&mut warned, &addr, &e);
                 if !refuse_until(&mut rx, &addr, jitter(backoff)).await {
                     return;
                 }
                 backoff = (backoff * 2).min(settings.backoff_max);
             }
+        }
+    }
+}
+
+/// Warns about a failed connect at most once per [`WARN_EVERY`], counting the ones in between.
+fn rate_limited_warn(warned: &mut Option<(Instant, u64)>, addr: &str, e: &ConnError) {
+    match warned {
+        Some((at, suppressed)) if at.elapsed() < WARN_EVERY => {
+            *suppressed += 1;
+            tracing::debug!(node = %addr, error = %e, "backend connect failed");
+        }
+        _ => {
+            let suppressed = warned.map_or(0, |(_, n)| n);
+            tracing::warn!(node = %addr, error = %e, suppressed, "cannot connect to backend node");
+            *warned = Some((Instant::now(), 0));
+        }
+    }
+}
+
+/// The metric handles of one node, created once per connection task.
+struct NodeMetrics {
+    connections: metrics::Gauge,
+    /// Reply latency; `None` when `metrics.enabled` is off.
+    duration: Option<Arc<AtomicHistogram>>,
+}
+
+impl NodeMetrics {
+    fn new(addr: &str, enabled: bool) -> Self {
+        crate::metrics::install();
+        let node = addr.to_string();
+        Self {
+            connections: metrics::gauge!(crate::metrics::names::BACKEND_CONNECTIONS, "node" => node.clone()),
+            duration: enabled.then(|| crate::metrics::backend_histogram(&node)),
+        }
+    }
+}
+
+/// Replies of one read that were written in the same batch share one latency: one histogram
+/// call for the run.
+#[derive(Default)]
+struct LatencyRun {
+    sent_at: Option<Instant>,
+    count: u64,
+}
+
+impl LatencyRun {
+    #[inline]
+    fn add(&mut self, sent_at: Instant, now: Instant, h: &AtomicHistogram) {
+        if self.sent_at == Some(sent_at) {
+            self.count += 1;
+            return;
+        }
+        self.flush(now, h);
+        self.sent_at = Some(sent_at);
+        self.count = 1;
+    }
+
+    fn flush(&mut self, now: Instant, h: &AtomicHistogram) {
+        if let Some(sent) = self.sent_at.take() {
+            h.record_n(now.duration_since(sent), self.count);
         }
     }
 }
@@ -352,10 +423,11 @@ async fn serve(
     rx: &mut mpsc::Receiver<BackendRequest>,
     fifo: &Fifo,
     s: &ConnSettings,
+    obs: &NodeMetrics,
 ) -> Result<(), ConnError> {
     let (rd, wr) = stream.into_split();
     let writer = write_loop(wr, rx, fifo, s.wait.clone());
-    let reader = read_loop(rd, fifo, s);
+    let reader = read_loop(rd, fifo, s, obs.duration.as_deref());
     tokio::pin!(writer, reader);
     tokio::select! {
         res = &mut writer => {
@@ -443,6 +515,9 @@ async fn write_loop(
     }
 }
 
+/// A request completed by a reply: where it goes, its bytes, the reply, and when it was written.
+type Answered = (ReplyTo, Bytes, Bytes, ReplyKind, Instant);
+
 /// A reply frame is for the FIFO's head. Returns the request it completes, if any (an
 /// `ASKING` reply completes nothing; a durable request's own reply waits for its `WAIT`).
 fn take_answered(
@@ -450,7 +525,7 @@ fn take_answered(
     frame: Bytes,
     kind: ReplyKind,
     wait: Option<&DurableWait>,
-) -> Result<Option<(ReplyTo, Bytes, Bytes, ReplyKind)>, ConnError> {
+) -> Result<Option<Answered>, ConnError> {
     let mut q = fifo.lock().unwrap_or_else(PoisonError::into_inner);
     match q.front_mut() {
         None => return Err(ConnError::Protocol("reply without a request".into())),
@@ -471,7 +546,7 @@ fn take_answered(
         reply,
         raw,
         durable,
-        ..
+        sent_at,
     }) = q.pop_front()
     else {
         return Ok(None);
@@ -480,15 +555,23 @@ fn take_answered(
     Ok(Some(match (durable, wait) {
         (Some(Some((own, own_kind))), Some(w)) => {
             let (out, kind) = w.verdict(own, own_kind, &frame);
-            (reply, raw, out, kind)
+            (reply, raw, out, kind, sent_at)
         }
-        _ => (reply, raw, frame, kind),
+        _ => (reply, raw, frame, kind, sent_at),
     }))
 }
 
-async fn read_loop(mut rd: OwnedReadHalf, fifo: &Fifo, s: &ConnSettings) -> Result<(), ConnError> {
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    fifo: &Fifo,
+    s: &ConnSettings,
+    latency: Option<&AtomicHistogram>,
+) -> Result<(), ConnError> {
     let mut buf = BytesMut::new();
     let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
+    let mut run = LatencyRun::default();
+    // When the bytes being scanned arrived; one clock read per socket read.
+    let mut read_at = Instant::now();
     loop {
         while let Some(r) = scanner
             .scan(&buf)
@@ -496,9 +579,17 @@ async fn read_loop(mut rd: OwnedReadHalf, fifo: &Fifo, s: &ConnSettings) -> Resu
         {
             let frame = buf.split_to(r.len).freeze();
             match take_answered(fifo, frame, r.kind, s.wait.as_ref())? {
-                Some((reply, raw, frame, kind)) => deliver(reply, raw, Outcome::Reply(frame, kind)),
+                Some((reply, raw, frame, kind, sent_at)) => {
+                    if let Some(h) = latency {
+                        run.add(sent_at, read_at, h);
+                    }
+                    deliver(reply, raw, Outcome::Reply(frame, kind))
+                }
                 None => continue,
             }
+        }
+        if let Some(h) = latency {
+            run.flush(read_at, h);
         }
         if buf.len() > s.max_reply_bytes {
             return Err(ConnError::Protocol(
@@ -526,6 +617,9 @@ async fn read_loop(mut rd: OwnedReadHalf, fifo: &Fifo, s: &ConnSettings) -> Resu
         };
         if n == 0 {
             return Err(ConnError::Eof);
+        }
+        if latency.is_some() {
+            read_at = Instant::now();
         }
     }
 }

@@ -142,13 +142,15 @@ impl Shared {
                     tracing::debug!(change = %diff, "topology: redirect applied");
                 } else if !diff.is_empty() {
                     tracing::info!(change = %diff, slots = new.assigned_slots(), "topology changed");
+                    log_events(&old, &new);
                 }
                 !diff.is_empty()
             }
         };
         if changed {
-            metrics::counter!("slotway_topology_changes_total").increment(1);
-            metrics::gauge!("slotway_topology_assigned_slots").set(new.assigned_slots() as f64);
+            let g = crate::metrics::global();
+            g.topology_changes.increment(1);
+            g.slots_covered.set(new.assigned_slots() as f64);
             // The hook runs before the epoch moves, so epoch subscribers see its effects.
             if let Some(hook) = &self.on_update {
                 hook(&new);
@@ -170,6 +172,41 @@ impl Shared {
         // triggers repairs whatever this overwrites.
         self.publish(Arc::new(moved), true);
         true
+    }
+}
+
+/// One line per failover (a known node became primary) and per node added or removed; counts
+/// failovers in `slotway_failovers_total`.
+fn log_events(old: &Topology, new: &Topology) {
+    for (_, node) in new.primaries() {
+        let Some((_, before)) = old.node_by_id(&node.id) else {
+            continue;
+        };
+        if before.role == super::topology::Role::Replica {
+            let replaced = old
+                .primaries()
+                .find(|(_, p)| {
+                    new.node_by_id(&p.id)
+                        .map_or(true, |(_, n)| n.role != super::topology::Role::Primary)
+                })
+                .map_or_else(String::new, |(_, p)| format!("{}@{}", p.id, p.addr));
+            crate::metrics::global().failovers.increment(1);
+            tracing::warn!(
+                new_primary = %format!("{}@{}", node.id, node.addr),
+                replaced = %replaced,
+                "failover detected: a replica took over as primary"
+            );
+        }
+    }
+    for node in &new.nodes {
+        if old.node_by_id(&node.id).is_none() {
+            tracing::info!(node = %node.id, addr = %node.addr, role = ?node.role, "node added");
+        }
+    }
+    for node in &old.nodes {
+        if new.node_by_id(&node.id).is_none() {
+            tracing::info!(node = %node.id, addr = %node.addr, role = ?node.role, "node removed");
+        }
     }
 }
 

@@ -112,6 +112,10 @@ impl Refresher {
                 _ = stop.cancelled() => break,
                 result = self.round() => result,
             };
+            crate::metrics::topology_refreshed(
+                result.is_ok(),
+                last_start.map_or(Duration::ZERO, |t| t.elapsed()),
+            );
             next_periodic = Instant::now() + self.after(&result);
             self.shared
                 .completed
@@ -183,8 +187,6 @@ impl Refresher {
                 false
             }
         };
-        metrics::counter!("slotway_topology_refresh_total", "outcome" => if result.is_ok() { "ok" } else { "error" })
-            .increment(1);
         if result.is_ok() && self.failing {
             tracing::info!("topology refresh recovered");
         }

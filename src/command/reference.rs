@@ -332,6 +332,7 @@ fn local_words(cmd: &LocalCmd) -> &'static str {
         LocalCmd::Hello => "protocol switch (RESP2 / RESP3), AUTH and SETNAME",
         LocalCmd::Client => "the client's own connection to the proxy",
         LocalCmd::Reset => "back to a fresh connection's state",
+        LocalCmd::SlowLog => "the proxy's own slow log (commands slower than the threshold)",
     }
 }
 

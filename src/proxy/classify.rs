@@ -31,6 +31,8 @@ pub enum LocalCmd {
     Client,
     /// `RESET`: back to a fresh connection's state.
     Reset,
+    /// `SLOWLOG GET|LEN|RESET|HELP`: the proxy's own slow log.
+    SlowLog,
 }
 
 /// A transaction command, handled by the session's transaction state.
@@ -301,6 +303,9 @@ fn local(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Decision {
             name["cluster|".len()..].to_ascii_uppercase()
         )),
         "hello" => Decision::Local(LocalCmd::Hello),
+        name if name == "slowlog" || name.starts_with("slowlog|") => {
+            Decision::Local(LocalCmd::SlowLog)
+        }
         "reset" => Decision::Local(LocalCmd::Reset),
         name if name == "client" || name.starts_with("client|") => {
             Decision::Local(LocalCmd::Client)
@@ -425,6 +430,14 @@ mod tests {
         assert_eq!(decide(&["SELECT", "0"]), Decision::Local(LocalCmd::Select));
         assert_eq!(decide(&["HELLO", "3"]), Decision::Local(LocalCmd::Hello));
         assert_eq!(decide(&["RESET"]), Decision::Local(LocalCmd::Reset));
+        assert_eq!(
+            decide(&["SLOWLOG", "get"]),
+            Decision::Local(LocalCmd::SlowLog)
+        );
+        assert_eq!(
+            decide(&["slowlog", "LEN"]),
+            Decision::Local(LocalCmd::SlowLog)
+        );
         assert_eq!(
             decide(&["CLIENT", "SETNAME", "x"]),
             Decision::Local(LocalCmd::Client)

@@ -44,6 +44,7 @@ fn router() -> Router {
         max_reply_bytes: 1 << 20,
         auth: None,
         readonly: false,
+        metrics: false,
         wait: None,
     };
     let router = Router::new(

@@ -32,6 +32,7 @@ use crate::cluster::fetch::FetchOptions;
 use crate::cluster::refresh::{spawn_refresher, RefreshConfig, TopologyHandle};
 use crate::command::CommandTable;
 use crate::config::{ms, Config};
+use crate::metrics::ProxyMetrics;
 use crate::protocol::ScanLimits;
 use crate::security::{limits, Security, SecurityError};
 use router::Router;
@@ -50,6 +51,9 @@ pub enum ProxyError {
     /// No seed node was configured.
     #[error("no seed nodes configured (set `seeds` or --seeds)")]
     NoSeeds,
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// Authentication or policy settings are unusable (e.g. a password file is missing).
     #[error(transparent)]
     Security(#[from] SecurityError),
@@ -70,6 +74,8 @@ pub struct Shared {
     pub scripts: scripts::ScriptCache,
     /// Dedicated connections for transactions, blocking commands and subscriptions.
     pub dedicated: Arc<DedicatedPool>,
+    /// Slow log, shard totals and the `[metrics]` settings.
+    pub metrics: Arc<ProxyMetrics>,
 }
 
 /// A running proxy.
@@ -79,6 +85,7 @@ pub struct Proxy {
     tasks: TaskTracker,
     shared: Arc<Shared>,
     topology: TopologyHandle,
+    admin_addr: Option<SocketAddr>,
 }
 
 impl Proxy {
@@ -103,6 +110,7 @@ impl Proxy {
         })?;
         info::mark_start();
         let config = Arc::new(config);
+        let metrics = ProxyMetrics::new(config.metrics.clone());
         let shutdown = CancellationToken::new();
         let backends = Arc::new(Backends::new(
             conn_template(&config),
@@ -113,7 +121,7 @@ impl Proxy {
             CommandTable::builtin(),
             config.cluster.read_policy(),
         ));
-        let topology = start_refresher(&config, &router, shutdown.clone());
+        let topology = start_refresher(&config, &router, &metrics, shutdown.clone());
         router.attach(topology.clone());
         spawn_command_learning(
             config.clone(),
@@ -136,6 +144,7 @@ impl Proxy {
             config,
             router,
             security,
+            metrics,
         });
         let tasks = TaskTracker::new();
         tasks.spawn(accept_loop(
@@ -145,13 +154,20 @@ impl Proxy {
             tasks.clone(),
         ));
         tracing::info!(listen = %local_addr, "slotway accepting clients");
+        let admin_addr = start_admin(&shared, &topology, &shutdown, &tasks).await?;
         Ok(Self {
             local_addr,
             shutdown,
             tasks,
             shared,
             topology,
+            admin_addr,
         })
+    }
+
+    /// The admin endpoint's address, when `admin.listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The address clients connect to.
@@ -178,6 +194,26 @@ impl Proxy {
     }
 }
 
+/// Starts the admin endpoint when `admin.listen` is set.
+async fn start_admin(
+    shared: &Arc<Shared>,
+    topology: &TopologyHandle,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<Option<SocketAddr>, ProxyError> {
+    let listen = shared.config.admin.listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let ctx = crate::admin::AdminContext {
+        shared: shared.clone(),
+        topology: topology.clone(),
+        fetch: fetch_options(&shared.config),
+    };
+    let addr = crate::admin::start(listen, ctx, shutdown.clone(), tasks).await?;
+    Ok(Some(addr))
+}
+
 fn conn_template(config: &Config) -> ConnSettings {
     let b = &config.backend;
     ConnSettings {
@@ -190,6 +226,7 @@ fn conn_template(config: &Config) -> ConnSettings {
         max_reply_bytes: b.max_reply_bytes,
         auth: auth(config),
         readonly: false,
+        metrics: config.metrics.enabled,
         wait: config.cluster.durable_writes.then(|| {
             DurableWait::new(
                 config.cluster.durable_replicas,
@@ -204,6 +241,8 @@ fn conn_template(config: &Config) -> ConnSettings {
 fn dedicated_template(config: &Config) -> ConnSettings {
     let mut t = conn_template(config);
     t.wait = None;
+    // A blocking command's wait is not node latency.
+    t.metrics = false;
     t
 }
 
@@ -212,7 +251,7 @@ fn auth(config: &Config) -> Option<(String, crate::security::Secret)> {
     (!c.password.is_empty()).then(|| (c.username.clone(), c.password.clone()))
 }
 
-fn fetch_options(config: &Config) -> FetchOptions {
+pub(crate) fn fetch_options(config: &Config) -> FetchOptions {
     let (username, password) = match auth(config) {
         Some((u, p)) => ((!u.is_empty()).then_some(u), Some(p)),
         None => (None, None),
@@ -228,10 +267,16 @@ fn fetch_options(config: &Config) -> FetchOptions {
 fn start_refresher(
     config: &Config,
     router: &Arc<Router>,
+    metrics: &Arc<ProxyMetrics>,
     cancel: CancellationToken,
 ) -> TopologyHandle {
     let weak = Arc::downgrade(router);
+    let metrics = Arc::downgrade(metrics);
     let on_update = Box::new(move |t: &Arc<crate::cluster::topology::Topology>| {
+        if let Some(m) = metrics.upgrade() {
+            // Before the router switches, so requests are attributed to the map they used.
+            m.shards.on_topology(t);
+        }
         if let Some(router) = weak.upgrade() {
             router.install(t);
         }

@@ -267,6 +267,7 @@ mod tests {
             max_reply_bytes: 1 << 20,
             auth: None,
             readonly: false,
+            metrics: false,
             wait: None,
         };
         let router = Router::new(

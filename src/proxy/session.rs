@@ -33,6 +33,7 @@ use super::retry::{self, Origin, Retry};
 use super::Shared;
 use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
 use crate::config::ReadPolicy;
+use crate::metrics::{global as metrics, RetryReason, SessionMetrics};
 use crate::protocol::{
     encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner, ServerError,
 };
@@ -94,6 +95,10 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
     let idle = IdleTimer::new(crate::config::ms(shared.config.client.idle_timeout_ms));
     let client = client::ClientState::new(id, &stream);
+    let metrics = SessionMetrics::new(
+        shared.config.metrics.enabled,
+        shared.config.metrics.hot_keys > 0,
+    );
     let mut session = Session {
         sec: shared.security.client(id as u64),
         idle,
@@ -114,6 +119,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
         written: Vec::new(),
         client,
         modes: modes::Modes::default(),
+        metrics,
     };
     if let Err(e) = session.serve(shutdown).await {
         tracing::debug!(error = %e, "client session ended");
@@ -155,6 +161,8 @@ struct Session {
     client: client::ClientState,
     /// Transaction, pinned connection, subscriptions, held request.
     modes: modes::Modes,
+    /// Per-request metric accumulators, flushed once per loop turn.
+    metrics: SessionMetrics,
 }
 
 /// Session ids, spreading clients over each node's connections.
@@ -174,6 +182,7 @@ impl Session {
                 self.dispatch_all().await;
             }
             self.flush()?;
+            self.metrics.flush(self.pending.len());
             if limits::over_output_limit(self.wbuf.len(), output_limit) {
                 // A client that does not read its replies must not make the proxy grow.
                 limits::count_disconnect("output_buffer_limit");
@@ -240,7 +249,10 @@ impl Session {
         }
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => return Ok(false),
-            Ok(_) => self.idle.touch(),
+            Ok(n) => {
+                self.idle.touch();
+                self.metrics.read(n);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) => return Err(e.into()),
         }
@@ -284,6 +296,7 @@ impl Session {
                 }
             }
         }
+        self.metrics.dispatched();
         if self.rbuf.is_empty()
             && self.rbuf.capacity() > 4 * self.shared.config.client.read_buffer_bytes
         {
@@ -306,8 +319,30 @@ impl Session {
         }
     }
 
-    /// Routes one request: forward, answer locally, or refuse.
+    /// Routes one request and counts it for the metrics (when its reply is queued).
     async fn dispatch(&mut self, raw: Bytes, args: Option<&[std::ops::Range<usize>]>) {
+        let name = args
+            .unwrap_or_else(|| self.scanner.args())
+            .first()
+            .map(|r| raw.slice(r.clone()));
+        let Some(name) = name else {
+            return;
+        };
+        let router = &self.shared.router;
+        let cmd = self.metrics.command(&name, |n| {
+            router.commands().lookup(n).map(|spec| spec.name.clone())
+        });
+        let first_seq = self.base_seq + self.pending.len() as u64;
+        let written = self.wbuf.len();
+        self.route(raw, args).await;
+        let after_seq = self.base_seq + self.pending.len() as u64;
+        let answer = self.wbuf.get(written).copied();
+        self.metrics
+            .dispatched_one(cmd, first_seq, after_seq, answer);
+    }
+
+    /// Routes one request: forward, answer locally, or refuse.
+    async fn route(&mut self, raw: Bytes, args: Option<&[std::ops::Range<usize>]>) {
         let args = args.unwrap_or_else(|| self.scanner.args());
         if args.is_empty() {
             return;
@@ -342,6 +377,11 @@ impl Session {
         let first_seq = self.base_seq + self.pending.len() as u64;
         match decision {
             Decision::Forward { slot, readonly } => {
+                if let Some(s) = slot {
+                    let key = self.keys.first().and_then(|&i| args.get(i));
+                    self.metrics
+                        .keyed(s, || key.map_or_else(Bytes::new, |r| raw.slice(r.clone())));
+                }
                 let waiting = Waiting {
                     slot,
                     readonly,
@@ -486,6 +526,10 @@ impl Session {
                 let view = View::for_client(&self.shared, self.stream.local_addr());
                 out.extend_from_slice(&view.reply(cmd, raw, args));
             }
+            LocalCmd::SlowLog => {
+                let argv: Vec<&[u8]> = args[1..].iter().map(|r| &raw[r.clone()]).collect();
+                out.extend_from_slice(&self.shared.metrics.slowlog.reply(&argv));
+            }
         }
         self.push_reply(out.freeze());
     }
@@ -529,14 +573,15 @@ impl Session {
         let readonly = w.readonly;
         let next = match c.outcome {
             Outcome::Reply(frame, ReplyKind::Error) => {
-                self.on_error_reply(idx, frame, c.raw, c.tag)
+                self.on_error_reply(idx, frame, c.raw.clone(), c.tag)
             }
             Outcome::Reply(frame, _) => Some(frame),
             Outcome::Failed(err) => {
                 self.shared.router.note_failure(&err);
                 if (err.retry_safe() || readonly) && self.begin_retry(idx, c.tag.part) {
+                    metrics().retry(RetryReason::Connection).increment(1);
                     self.shared.router.request_refresh();
-                    self.reroute(idx, c.raw, c.tag, retry::failed_node(&err));
+                    self.reroute(idx, c.raw.clone(), c.tag, retry::failed_node(&err));
                     None
                 } else {
                     Some(error_frame(&failure_message(&err)))
@@ -544,7 +589,29 @@ impl Session {
             }
         };
         if let Some(frame) = next {
+            if matches!(self.pending[idx], Pending::Waiting(_)) {
+                self.slow_log(c.tag.seq, &c.raw);
+            }
             self.finish(idx, c.tag.part, frame);
+        }
+    }
+
+    /// Puts the request at `seq` in the slow log when it took long enough.
+    fn slow_log(&mut self, seq: u64, raw: &Bytes) {
+        let slowlog = &self.shared.metrics.slowlog;
+        let Some(took) = self.metrics.elapsed(seq) else {
+            return;
+        };
+        if !slowlog.is_slow(took) {
+            return;
+        }
+        let mut scanner = RequestScanner::new(self.shared.scan_limits);
+        if let Ok(Some(_)) = scanner.scan(raw) {
+            let client = self
+                .stream
+                .peer_addr()
+                .map_or_else(|_| String::new(), |a| a.to_string());
+            slowlog.record(raw, scanner.args(), took, client);
         }
     }
 
@@ -598,6 +665,7 @@ impl Session {
                 if !self.begin_redirect(idx, tag.part) {
                     return Some(frame);
                 }
+                metrics().moved.increment(1);
                 let target = addr.to_string();
                 retry::spawn(Retry::redirect(
                     self.origin(idx, tag),
@@ -611,6 +679,7 @@ impl Session {
                 if !self.begin_redirect(idx, tag.part) {
                     return Some(frame);
                 }
+                metrics().ask.increment(1);
                 router.note_ask();
                 let target = addr.to_string();
                 retry::spawn(Retry::redirect(self.origin(idx, tag), raw, target, None));
@@ -624,6 +693,7 @@ impl Session {
                 if !self.begin_retry(idx, tag.part) {
                     return Some(frame);
                 }
+                metrics().retry(retry_reason(&e)).increment(1);
                 if !matches!(e, ServerError::TryAgain) {
                     router.request_refresh();
                 }
@@ -697,6 +767,7 @@ impl Session {
     fn collect_ready(&mut self) {
         while let Some(Pending::Ready(_)) = self.pending.front() {
             if let Some(Pending::Ready(frame)) = self.pending.pop_front() {
+                self.metrics.replied(self.base_seq, frame.first().copied());
                 let frame = self.modes.reshape_reply(self.base_seq, frame);
                 self.wbuf.extend_from_slice(&frame);
                 self.base_seq += 1;
@@ -713,6 +784,7 @@ impl Session {
                 Ok(n) => {
                     self.wbuf.advance(n);
                     self.idle.touch();
+                    self.metrics.wrote(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.write_blocked = true;
@@ -740,6 +812,17 @@ async fn recv_completions(
     match rx {
         Some(rx) => rx.recv_many(out, 256).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The `reason` label of a retry after an error reply.
+fn retry_reason(e: &ServerError) -> RetryReason {
+    match e {
+        ServerError::TryAgain => RetryReason::TryAgain,
+        ServerError::Loading => RetryReason::Loading,
+        ServerError::MasterDown => RetryReason::MasterDown,
+        ServerError::ReadOnly => RetryReason::ReadOnly,
+        _ => RetryReason::ClusterDown,
     }
 }
 

@@ -1,0 +1,171 @@
+//! Per-thread counters of the request path.
+//!
+//! Every thread that runs sessions gets its own shard of atomics (registered once, read by the
+//! scraper), so the once-per-turn flushes of many sessions never fight over one cache line
+//! across cores; a scrape adds the shards up. The owner thread's atomic adds are uncontended
+//! and cost about as much as plain adds.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use super::histogram::{AtomicHistogram, Snapshot};
+use super::names::LATENCY_BUCKETS;
+
+/// Command ids a shard has room for; later ones count as `unknown` (the registry stops there).
+pub const MAX_COMMANDS: usize = 1024;
+
+/// One thread's counters.
+#[derive(Debug)]
+pub struct Shard {
+    /// Bytes read from clients.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_out: AtomicU64,
+    /// Change of in-flight requests caused by sessions on this thread (may be negative when a
+    /// session moved between threads).
+    pub inflight: AtomicI64,
+    /// `[ok, error]` replies per command id.
+    outcomes: Box<[[AtomicU64; 2]]>,
+    /// Latency per command id, allocated on first use.
+    durations: Box<[OnceLock<AtomicHistogram>]>,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            inflight: AtomicI64::new(0),
+            outcomes: (0..MAX_COMMANDS)
+                .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
+                .collect(),
+            durations: (0..MAX_COMMANDS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Adds `ok` and `error` replies of command `id`.
+    #[inline]
+    pub fn outcomes(&self, id: usize, ok: u64, error: u64) {
+        if let Some([o, e]) = self.outcomes.get(id) {
+            if ok > 0 {
+                o.fetch_add(ok, Ordering::Relaxed);
+            }
+            if error > 0 {
+                e.fetch_add(error, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The latency histogram of command `id`.
+    #[inline]
+    pub fn duration(&self, id: usize) -> Option<&AtomicHistogram> {
+        self.durations
+            .get(id)
+            .map(|cell| cell.get_or_init(|| AtomicHistogram::new(LATENCY_BUCKETS)))
+    }
+}
+
+fn registry() -> &'static Mutex<Vec<Arc<Shard>>> {
+    static SHARDS: OnceLock<Mutex<Vec<Arc<Shard>>>> = OnceLock::new();
+    SHARDS.get_or_init(Mutex::default)
+}
+
+thread_local! {
+    static LOCAL: Arc<Shard> = {
+        let shard = Arc::new(Shard::new());
+        registry()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(shard.clone());
+        shard
+    };
+}
+
+/// Runs `f` on this thread's shard.
+#[inline]
+pub fn with<R>(f: impl FnOnce(&Shard) -> R) -> R {
+    LOCAL.with(|s| f(s))
+}
+
+/// The sums over every shard.
+#[derive(Debug, Clone)]
+pub struct Totals {
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Requests awaiting replies.
+    pub inflight: i64,
+    /// `[ok, error]` per command id (as long as the highest id seen).
+    pub outcomes: Vec<[u64; 2]>,
+    /// Latency per command id, where any was recorded.
+    pub durations: Vec<Option<Snapshot>>,
+}
+
+/// Adds up every shard.
+pub fn totals() -> Totals {
+    let shards: Vec<Arc<Shard>> = registry()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut t = Totals {
+        bytes_in: 0,
+        bytes_out: 0,
+        inflight: 0,
+        outcomes: vec![[0, 0]; MAX_COMMANDS],
+        durations: vec![None; MAX_COMMANDS],
+    };
+    for s in &shards {
+        t.bytes_in += s.bytes_in.load(Ordering::Relaxed);
+        t.bytes_out += s.bytes_out.load(Ordering::Relaxed);
+        t.inflight += s.inflight.load(Ordering::Relaxed);
+        for (sum, [ok, err]) in t.outcomes.iter_mut().zip(s.outcomes.iter()) {
+            sum[0] += ok.load(Ordering::Relaxed);
+            sum[1] += err.load(Ordering::Relaxed);
+        }
+        for (sum, cell) in t.durations.iter_mut().zip(s.durations.iter()) {
+            if let Some(h) = cell.get() {
+                sum.get_or_insert_with(|| Snapshot::empty(LATENCY_BUCKETS))
+                    .merge(&h.snapshot());
+            }
+        }
+    }
+    let used = t
+        .outcomes
+        .iter()
+        .rposition(|c| c[0] + c[1] > 0)
+        .map_or(0, |i| i + 1);
+    t.outcomes.truncate(used.max(1));
+    t.durations.truncate(used.max(1));
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn shards_of_several_threads_add_up() {
+        let before = totals();
+        let id = MAX_COMMANDS - 1;
+        let work = move || {
+            with(|s| {
+                s.outcomes(id, 2, 1);
+                s.bytes_in.fetch_add(10, Ordering::Relaxed);
+                if let Some(h) = s.duration(id) {
+                    h.record_n(Duration::from_millis(1), 3);
+                }
+            })
+        };
+        work();
+        std::thread::spawn(work).join().unwrap();
+        let after = totals();
+        assert_eq!(
+            after.outcomes[id],
+            [before.outcomes.get(id).map_or(0, |c| c[0]) + 4, 2]
+        );
+        assert!(after.bytes_in >= before.bytes_in + 20);
+        assert_eq!(after.durations[id].as_ref().map(Snapshot::count), Some(6));
+    }
+}
