@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::histogram::{AtomicHistogram, Snapshot};
 use super::names::LATENCY_BUCKETS;
+use crate::cluster::topology::SLOTS;
 
 /// Command ids a shard has room for; later ones count as `unknown` (the registry stops there).
 pub const MAX_COMMANDS: usize = 1024;
@@ -28,6 +29,8 @@ pub struct Shard {
     outcomes: Box<[[AtomicU64; 2]]>,
     /// Latency per command id, allocated on first use.
     durations: Box<[OnceLock<AtomicHistogram>]>,
+    /// Keyed requests per hash slot.
+    slots: Box<[AtomicU64]>,
 }
 
 impl Shard {
@@ -40,6 +43,15 @@ impl Shard {
                 .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
                 .collect(),
             durations: (0..MAX_COMMANDS).map(|_| OnceLock::new()).collect(),
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Counts one keyed request for `slot`.
+    #[inline]
+    pub fn count_slot(&self, slot: u16) {
+        if let Some(c) = self.slots.get(usize::from(slot)) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -87,6 +99,24 @@ pub fn with<R>(f: impl FnOnce(&Shard) -> R) -> R {
     LOCAL.with(|s| f(s))
 }
 
+fn shards() -> Vec<Arc<Shard>> {
+    registry()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// Keyed requests per slot over every shard, indexed by slot.
+pub fn slot_totals() -> Vec<u64> {
+    let mut out = vec![0; SLOTS];
+    for s in shards() {
+        for (sum, c) in out.iter_mut().zip(s.slots.iter()) {
+            *sum += c.load(Ordering::Relaxed);
+        }
+    }
+    out
+}
+
 /// The sums over every shard.
 #[derive(Debug, Clone)]
 pub struct Totals {
@@ -104,10 +134,7 @@ pub struct Totals {
 
 /// Adds up every shard.
 pub fn totals() -> Totals {
-    let shards: Vec<Arc<Shard>> = registry()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let shards = shards();
     let mut t = Totals {
         bytes_in: 0,
         bytes_out: 0,

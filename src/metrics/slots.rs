@@ -1,34 +1,30 @@
-//! Requests per hash slot, counted in a fixed array of atomics (one relaxed add per keyed
-//! request, no labels), and per shard, folded from the slot counters whenever the slot map
-//! changes so shard totals stay monotonic while slots move between shards.
+//! Requests per hash slot, counted in per-thread arrays of atomics (one uncontended add per
+//! keyed request, no labels: a shared array would bounce cache lines between cores on every
+//! request), and per shard, folded from the slot counters whenever the slot map changes so
+//! shard totals stay monotonic while slots move between shards.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use super::shard;
 use crate::cluster::topology::{Topology, SLOTS};
 
-/// Keyed requests per slot since the process started (shared by every proxy in the process).
-static SLOT_OPS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
-
-/// Counts one keyed request for `slot`.
+/// Counts one keyed request for `slot` (process-wide, shared by every proxy in the process).
 #[inline]
 pub fn count_slot(slot: u16) {
-    if let Some(c) = SLOT_OPS.get(usize::from(slot)) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
+    shard::with(|s| s.count_slot(slot));
 }
 
-/// Requests counted for `slot`.
-pub fn slot_ops(slot: u16) -> u64 {
-    SLOT_OPS
-        .get(usize::from(slot))
-        .map_or(0, |c| c.load(Ordering::Relaxed))
+/// Keyed requests per slot since the process started, indexed by slot.
+pub fn slot_ops() -> Vec<u64> {
+    shard::slot_totals()
 }
 
 /// The `n` slots with the most requests, busiest first (slots without traffic are left out).
 pub fn hottest_slots(n: usize) -> Vec<(u16, u64)> {
-    let mut all: Vec<(u16, u64)> = (0..SLOTS as u16)
-        .map(|s| (s, slot_ops(s)))
+    let mut all: Vec<(u16, u64)> = slot_ops()
+        .into_iter()
+        .enumerate()
+        .map(|(s, ops)| (s as u16, ops))
         .filter(|&(_, ops)| ops > 0)
         .collect();
     all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -80,7 +76,7 @@ impl ShardOps {
     pub fn on_topology(&self, t: &Topology) {
         let numbers = shard_numbers(t);
         let mut f = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let now: Vec<u64> = (0..SLOTS as u16).map(slot_ops).collect();
+        let now = slot_ops();
         if f.snapshot.is_empty() {
             // First map: requests before it reached no shard.
             f.snapshot = now.clone();
@@ -106,10 +102,10 @@ impl ShardOps {
     pub fn totals(&self) -> Vec<u64> {
         let f = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = f.base.clone();
-        for (slot, owner) in f.owner.iter().enumerate() {
+        let now = slot_ops();
+        for ((owner, now), then) in f.owner.iter().zip(&now).zip(&f.snapshot) {
             if let Some(shard) = *owner {
-                let delta = slot_ops(slot as u16).saturating_sub(f.snapshot[slot]);
-                grow(&mut out, shard)[shard] += delta;
+                grow(&mut out, shard)[shard] += now.saturating_sub(*then);
             }
         }
         out

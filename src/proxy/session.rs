@@ -321,15 +321,11 @@ impl Session {
 
     /// Routes one request and counts it for the metrics (when its reply is queued).
     async fn dispatch(&mut self, raw: Bytes, args: Option<&[std::ops::Range<usize>]>) {
-        let name = args
-            .unwrap_or_else(|| self.scanner.args())
-            .first()
-            .map(|r| raw.slice(r.clone()));
-        let Some(name) = name else {
+        let Some(name) = args.unwrap_or_else(|| self.scanner.args()).first().cloned() else {
             return;
         };
         let router = &self.shared.router;
-        let cmd = self.metrics.command(&name, |n| {
+        let cmd = self.metrics.command(&raw[name], |n| {
             router.commands().lookup(n).map(|spec| spec.name.clone())
         });
         let first_seq = self.base_seq + self.pending.len() as u64;
