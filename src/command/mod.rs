@@ -139,7 +139,7 @@ impl Default for CommandTable {
 /// FNV-1a: command names are short, so a simple byte hash beats SipHash here; the keys are ours, not the
 /// client's, so hash flooding is not a concern.
 #[derive(Clone, Copy)]
-struct Fnv1a(u64);
+pub(crate) struct Fnv1a(u64);
 
 impl Default for Fnv1a {
     fn default() -> Self {

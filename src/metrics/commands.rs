@@ -6,12 +6,13 @@
 //! of `unknown`, so clients cannot grow the label set.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
 use super::shard::MAX_COMMANDS;
+use crate::command::Fnv1a;
 
 /// Longest command name indexed; longer names are `unknown`.
 const MAX_NAME: usize = 64;
@@ -130,28 +131,6 @@ impl CommandRegistry {
 impl Default for CommandRegistry {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// FNV-1a: command names are short and chosen from a known table, so flooding is no concern.
-#[derive(Clone, Copy)]
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
     }
 }
 
