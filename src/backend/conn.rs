@@ -64,6 +64,21 @@ pub struct ConnSettings {
     pub wait: Option<DurableWait>,
 }
 
+impl ConnSettings {
+    /// Appends the configured `AUTH` (username optional) to `buf`; false when none is set.
+    pub fn encode_auth(&self, buf: &mut BytesMut) -> bool {
+        let Some((user, pass)) = &self.auth else {
+            return false;
+        };
+        if user.is_empty() {
+            encode::command(buf, &[b"AUTH", pass.expose().as_bytes()]);
+        } else {
+            encode::command(buf, &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()]);
+        }
+        true
+    }
+}
+
 /// The `WAIT` that follows each durable write, and what counts as confirmed.
 #[derive(Debug, Clone)]
 pub struct DurableWait {
@@ -362,15 +377,7 @@ async fn connect(s: &ConnSettings) -> Result<TcpStream, ConnError> {
     let mut stream = stream;
     let mut hello = BytesMut::new();
     let mut expected = 0;
-    if let Some((user, pass)) = &s.auth {
-        if user.is_empty() {
-            encode::command(&mut hello, &[b"AUTH", pass.expose().as_bytes()]);
-        } else {
-            encode::command(
-                &mut hello,
-                &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()],
-            );
-        }
+    if s.encode_auth(&mut hello) {
         expected += 1;
     }
     if s.readonly {

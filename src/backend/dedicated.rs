@@ -287,15 +287,7 @@ async fn connect(s: &ConnSettings, proto: u8) -> Result<TcpStream, String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut hello = BytesMut::new();
     let mut expected = 0;
-    if let Some((user, pass)) = &s.auth {
-        if user.is_empty() {
-            encode::command(&mut hello, &[b"AUTH", pass.expose().as_bytes()]);
-        } else {
-            encode::command(
-                &mut hello,
-                &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()],
-            );
-        }
+    if s.encode_auth(&mut hello) {
         expected += 1;
     }
     if proto == 3 {
