@@ -81,6 +81,7 @@ fn run(fan: Fan, config: &Config, args: &[&str], keys: &[usize]) -> Result<Plann
         scripts: &scripts,
         written: &[],
         tcp_port: 7000,
+        resp3: false,
     };
     let (raw, ranges) = request(args);
     plan(fan, &ctx, &raw, &ranges, keys)

@@ -24,7 +24,7 @@ use crate::protocol::{classify_error, encode, ReplyKind, ServerError};
 const MAX_REDIRECTS: u32 = 5;
 
 /// What a job is, which decides how its replies are read and judged.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum JobKind {
     /// `WATCH …`: one reply; the connection then watches keys until EXEC or UNWATCH.
     Watch,
@@ -38,6 +38,15 @@ pub enum JobKind {
     Blocking {
         /// How long the reply may take (the command's own timeout plus a margin).
         limit: Option<Duration>,
+    },
+    /// A script (`EVAL`, `EVALSHA`, `FCALL` …) for a RESP3 client, run like a blocking
+    /// command; a `NOSCRIPT` is answered by loading `reload` (the body slotway remembers for
+    /// an `EVALSHA`) and sending the request again, once.
+    Script {
+        /// How long the reply may take.
+        limit: Option<Duration>,
+        /// The script body to load on `NOSCRIPT`.
+        reload: Option<Bytes>,
     },
 }
 
@@ -136,7 +145,8 @@ impl Pin {
         match job.kind {
             JobKind::Watch => self.watch(&job.raw).await,
             JobKind::Exec { queued } => self.exec(&job.raw, queued).await,
-            JobKind::Blocking { limit } => self.blocking(job.raw, limit).await,
+            JobKind::Blocking { limit } => self.blocking(job.raw, limit, None).await,
+            JobKind::Script { limit, reload } => self.blocking(job.raw, limit, reload).await,
         }
     }
 
@@ -229,7 +239,12 @@ impl Pin {
         aborted.unwrap_or(last)
     }
 
-    async fn blocking(&mut self, raw: Bytes, limit: Option<Duration>) -> Bytes {
+    async fn blocking(
+        &mut self,
+        raw: Bytes,
+        limit: Option<Duration>,
+        mut reload: Option<Bytes>,
+    ) -> Bytes {
         let mut redirects = 0;
         loop {
             let conn = match self.conn().await {
@@ -249,7 +264,17 @@ impl Pin {
             if kind != ReplyKind::Error || redirects >= MAX_REDIRECTS {
                 return frame;
             }
-            let ServerError::Moved { slot, addr } = classify_error(&frame) else {
+            let err = classify_error(&frame);
+            if err == ServerError::NoScript {
+                match reload.take() {
+                    Some(body) => match self.load_script(&body).await {
+                        Ok(()) => continue,
+                        Err(e) => return self.fail("SCRIPT LOAD failed", e),
+                    },
+                    None => return frame,
+                }
+            }
+            let ServerError::Moved { slot, addr } = err else {
                 return frame;
             };
             let Ok(to) = addr.parse::<SocketAddr>() else {
@@ -262,6 +287,18 @@ impl Pin {
             }
             self.addr = to;
         }
+    }
+
+    /// Loads a script body on the connection (its reply, the SHA1, is not needed).
+    async fn load_script(&mut self, body: &[u8]) -> Result<(), DedicatedError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(DedicatedError::Lost(self.addr, "no connection".into()));
+        };
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, &[b"SCRIPT", b"LOAD", body]);
+        let limit = Some(conn.reply_timeout());
+        conn.write(&cmd).await?;
+        conn.read_frame_within(limit).await.map(|_| ())
     }
 
     /// A cluster routing error (MOVED, ASK, TRYAGAIN, CLUSTERDOWN …) inside a pinned

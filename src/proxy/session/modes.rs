@@ -230,6 +230,40 @@ impl Session {
         self.send_pinned(&handle, raw, JobKind::Blocking { limit });
     }
 
+    /// True for a request that runs a script (`EVAL`, `EVALSHA`, `FCALL` and `_RO` forms).
+    pub(super) fn runs_script(&self, raw: &[u8], args: &[Range<usize>]) -> bool {
+        let table = self.shared.router.commands();
+        table.resolve(raw, args).is_some_and(|spec| {
+            matches!(
+                spec.name.as_str(),
+                "eval" | "eval_ro" | "evalsha" | "evalsha_ro" | "fcall" | "fcall_ro"
+            )
+        })
+    }
+
+    /// A script for a RESP3 client. Its reply depends on the protocol of the connection that
+    /// runs it (a Lua boolean, a `{double=…}` or `{map=…}` table become RESP3 types, and
+    /// cannot be told apart from strings, integers and arrays once sent as RESP2), so it runs
+    /// on a dedicated connection speaking RESP3, with the ordering of a blocking command.
+    pub(super) fn script_resp3(&mut self, slot: Option<u16>, raw: Bytes, args: &[Range<usize>]) {
+        if self.hold_if_busy(&raw, args) {
+            return;
+        }
+        let addr = match self.pin_addr(slot) {
+            Ok(a) => a,
+            Err(msg) => return self.push_error(msg),
+        };
+        let limit = Some(crate::config::ms(
+            self.shared.config.backend.command_timeout_ms,
+        ));
+        let reload = self
+            .shared
+            .scripts
+            .body_for_evalsha(&raw, self.shared.scan_limits);
+        let handle = PinnedHandle::open(self.pin_context(), addr, 3);
+        self.send_pinned(&handle, raw, JobKind::Script { limit, reload });
+    }
+
     /// The RESP3 shape of a request's reply.
     pub(super) fn reshape(&self, raw: &[u8], args: &[Range<usize>]) -> Shape {
         let table = self.shared.router.commands();
