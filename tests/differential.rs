@@ -350,6 +350,15 @@ const SESSION: &[&str] = &[
     "EXEC",
     "EXEC",
     "DISCARD",
+    // Pub/Sub without subscribers.
+    "PUBLISH ch m",
+    "SPUBLISH {d}ch m",
+    "PUBSUB NUMSUB ch {d}ch",
+    "PUBSUB NUMSUB",
+    "PUBSUB NUMPAT",
+    "PUBSUB CHANNELS",
+    "PUBSUB SHARDNUMSUB {d}ch",
+    "PUBSUB SHARDCHANNELS",
     "DBSIZE",
 ];
 
