@@ -179,3 +179,39 @@ fn scripts_reply_in_resp3_for_a_resp3_client() {
         "$4\r\n1.25\r\n"
     );
 }
+
+#[test]
+fn dedicated_requests_follow_ask_during_a_migration() {
+    let cluster = TestCluster::start_with(3, 0);
+    let proxy = TestProxy::start(cluster.seeds());
+    proxy.wait_routing(Duration::from_secs(30));
+    let slot = cluster.key_slot("{m}");
+    let src = cluster.primary_index_for_slot(slot);
+    let dst = cluster
+        .slot_owners(src)
+        .into_iter()
+        .find(|&i| i != src)
+        .expect("another primary");
+    let (src_id, dst_id) = (cluster.node_id(src), cluster.node_id(dst));
+    let slot = slot.to_string();
+    let mut to = Raw::connect_str(&cluster.node_addr(dst));
+    let mut from = Raw::connect_str(&cluster.node_addr(src));
+    assert_eq!(
+        to.call(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        from.call(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]),
+        "+OK\r\n"
+    );
+
+    // Keys missing on the source are asked for on the target: a RESP3 script and a
+    // blocking command (both on dedicated connections) follow the ASK.
+    let mut p = Raw::connect(proxy.addr());
+    assert!(p.call(&["HELLO", "3"]).starts_with('%'));
+    let script = "redis.call('SET', KEYS[1], ARGV[1]); return {double=2}";
+    assert_eq!(p.call(&["EVAL", script, "1", "{m}k", "v"]), ",2\r\n");
+    assert_eq!(to.call(&["ASKING"]), "+OK\r\n");
+    assert_eq!(to.call(&["GET", "{m}k"]), "$1\r\nv\r\n");
+    assert_eq!(p.call(&["BLPOP", "{m}none", "0.1"]), "_\r\n");
+}

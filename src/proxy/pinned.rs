@@ -22,6 +22,8 @@ use crate::protocol::{classify_error, encode, ReplyKind, ServerError};
 
 /// Most redirects a blocking command follows.
 const MAX_REDIRECTS: u32 = 5;
+/// Pause before sending a request again after `-TRYAGAIN`.
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(50);
 
 /// What a job is, which decides how its replies are read and judged.
 #[derive(Debug, Clone)]
@@ -34,7 +36,8 @@ pub enum JobKind {
         queued: usize,
     },
     /// One blocking command: one reply, waited for up to `limit` (None: forever); a MOVED
-    /// is followed to the new owner on a dedicated connection there.
+    /// is followed to the new owner on a dedicated connection there, an ASK once with
+    /// `ASKING`, and a TRYAGAIN is sent again within the retry deadline.
     Blocking {
         /// How long the reply may take (the command's own timeout plus a margin).
         limit: Option<Duration>,
@@ -246,6 +249,7 @@ impl Pin {
         mut reload: Option<Bytes>,
     ) -> Bytes {
         let mut redirects = 0;
+        let deadline = Instant::now() + self.ctx.retry_deadline;
         loop {
             let conn = match self.conn().await {
                 Ok(c) => c,
@@ -264,28 +268,72 @@ impl Pin {
             if kind != ReplyKind::Error || redirects >= MAX_REDIRECTS {
                 return frame;
             }
-            let err = classify_error(&frame);
-            if err == ServerError::NoScript {
-                match reload.take() {
-                    Some(body) => match self.load_script(&body).await {
-                        Ok(()) => continue,
-                        Err(e) => return self.fail("SCRIPT LOAD failed", e),
-                    },
+            match classify_error(&frame) {
+                ServerError::NoScript => match reload.take() {
+                    Some(body) => {
+                        if let Err(e) = self.load_script(&body).await {
+                            return self.fail("SCRIPT LOAD failed", e);
+                        }
+                    }
                     None => return frame,
+                },
+                ServerError::Moved { slot, addr } => {
+                    let Ok(to) = addr.parse::<SocketAddr>() else {
+                        return frame;
+                    };
+                    self.ctx.router.note_moved(slot, to);
+                    redirects += 1;
+                    if let Some(conn) = self.conn.take() {
+                        conn.release();
+                    }
+                    self.addr = to;
                 }
+                ServerError::Ask { addr, .. } => {
+                    let Ok(to) = addr.parse::<SocketAddr>() else {
+                        return frame;
+                    };
+                    self.ctx.router.note_ask();
+                    return self.asking(to, &raw, limit).await;
+                }
+                // Not run (a multi-key request during a migration): again shortly.
+                ServerError::TryAgain if Instant::now() < deadline => {
+                    tokio::time::sleep(TRYAGAIN_PAUSE).await;
+                }
+                _ => return frame,
             }
-            let ServerError::Moved { slot, addr } = err else {
-                return frame;
-            };
-            let Ok(to) = addr.parse::<SocketAddr>() else {
-                return frame;
-            };
-            self.ctx.router.note_moved(slot, to);
-            redirects += 1;
-            if let Some(conn) = self.conn.take() {
+        }
+    }
+
+    /// A one-off `-ASK` redirect: `ASKING` and the request on a dedicated connection to `to`,
+    /// handed back to the pool afterwards; the pinned connection stays where it is.
+    async fn asking(&mut self, to: SocketAddr, raw: &[u8], limit: Option<Duration>) -> Bytes {
+        let mut conn = match self.ctx.pool.checkout(to, self.proto).await {
+            Ok(c) => c,
+            Err(e) => {
+                return error_frame(&format!(
+                    "ERR slotway: ASK redirect to {to} failed (not run): {e}"
+                ))
+            }
+        };
+        let mut req = BytesMut::with_capacity(raw.len() + 16);
+        encode::command(&mut req, &[b"ASKING"]);
+        req.extend_from_slice(raw);
+        let asked = match conn.write(&req).await {
+            Ok(()) => conn.read_frame_within(Some(conn.reply_timeout())).await,
+            Err(e) => Err(e),
+        };
+        let reply = match asked {
+            Ok(_) => conn.read_frame_within(limit).await,
+            Err(e) => Err(e),
+        };
+        match reply {
+            Ok((frame, _)) => {
                 conn.release();
+                frame
             }
-            self.addr = to;
+            Err(e) => error_frame(&format!(
+                "ERR slotway: connection lost after an ASK redirect to {to}; the command may or may not have been applied: {e}"
+            )),
         }
     }
 
