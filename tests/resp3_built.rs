@@ -215,3 +215,23 @@ fn dedicated_requests_follow_ask_during_a_migration() {
     assert_eq!(to.call(&["GET", "{m}k"]), "$1\r\nv\r\n");
     assert_eq!(p.call(&["BLPOP", "{m}none", "0.1"]), "_\r\n");
 }
+
+#[test]
+fn resp3_script_writes_are_durable_in_durable_mode() {
+    let cluster = TestCluster::start_with(3, 1);
+    // Two confirmations wanted, one replica per shard: every write is reported not durable.
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| {
+        c.cluster.durable_writes = true;
+        c.cluster.durable_replicas = 2;
+        c.cluster.durable_timeout_ms = 100;
+    });
+    proxy.wait_routing(Duration::from_secs(30));
+    let mut p = Raw::connect(proxy.addr());
+    assert!(p.call(&["HELLO", "3"]).starts_with('%'));
+    let write = "redis.call('SET', KEYS[1], ARGV[1]); return {double=1}";
+    let reply = p.call(&["EVAL", write, "1", "{w}k", "v"]);
+    assert!(reply.contains("may not be durable"), "{reply}");
+    // Applied on the primary all the same; a read-only script waits for nobody.
+    let read = "return redis.call('GET', KEYS[1])";
+    assert_eq!(p.call(&["EVAL_RO", read, "1", "{w}k"]), "$1\r\nv\r\n");
+}

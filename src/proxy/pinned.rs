@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::router::Router;
-use crate::backend::{Completion, DedicatedConn, DedicatedError, DedicatedPool, Outcome, ReplyTo};
+use crate::backend::{
+    Completion, DedicatedConn, DedicatedError, DedicatedPool, DurableWait, Outcome, ReplyTo,
+};
 use crate::protocol::{classify_error, encode, ReplyKind, ServerError};
 
 /// Most redirects a blocking command follows.
@@ -50,6 +52,8 @@ pub enum JobKind {
         limit: Option<Duration>,
         /// The script body to load on `NOSCRIPT`.
         reload: Option<Bytes>,
+        /// Durable-write mode for a script that may write: the `WAIT` that must confirm it.
+        durable: Option<DurableWait>,
     },
 }
 
@@ -148,8 +152,15 @@ impl Pin {
         match job.kind {
             JobKind::Watch => self.watch(&job.raw).await,
             JobKind::Exec { queued } => self.exec(&job.raw, queued).await,
-            JobKind::Blocking { limit } => self.blocking(job.raw, limit, None).await,
-            JobKind::Script { limit, reload } => self.blocking(job.raw, limit, reload).await,
+            JobKind::Blocking { limit } => self.blocking(job.raw, limit, None, None).await,
+            JobKind::Script {
+                limit,
+                reload,
+                durable,
+            } => {
+                self.blocking(job.raw, limit, reload, durable.as_ref())
+                    .await
+            }
         }
     }
 
@@ -247,6 +258,7 @@ impl Pin {
         raw: Bytes,
         limit: Option<Duration>,
         mut reload: Option<Bytes>,
+        durable: Option<&DurableWait>,
     ) -> Bytes {
         let mut redirects = 0;
         let deadline = Instant::now() + self.ctx.retry_deadline;
@@ -265,7 +277,13 @@ impl Pin {
                     e,
                 ),
             };
-            if kind != ReplyKind::Error || redirects >= MAX_REDIRECTS {
+            if kind != ReplyKind::Error {
+                return match (durable, self.conn.as_mut()) {
+                    (Some(wait), Some(conn)) => confirm(conn, wait, frame).await,
+                    _ => frame,
+                };
+            }
+            if redirects >= MAX_REDIRECTS {
                 return frame;
             }
             match classify_error(&frame) {
@@ -293,7 +311,7 @@ impl Pin {
                         return frame;
                     };
                     self.ctx.router.note_ask();
-                    return self.asking(to, &raw, limit).await;
+                    return self.asking(to, &raw, limit, durable).await;
                 }
                 // Not run (a multi-key request during a migration): again shortly.
                 ServerError::TryAgain if Instant::now() < deadline => {
@@ -306,7 +324,13 @@ impl Pin {
 
     /// A one-off `-ASK` redirect: `ASKING` and the request on a dedicated connection to `to`,
     /// handed back to the pool afterwards; the pinned connection stays where it is.
-    async fn asking(&mut self, to: SocketAddr, raw: &[u8], limit: Option<Duration>) -> Bytes {
+    async fn asking(
+        &mut self,
+        to: SocketAddr,
+        raw: &[u8],
+        limit: Option<Duration>,
+        durable: Option<&DurableWait>,
+    ) -> Bytes {
         let mut conn = match self.ctx.pool.checkout(to, self.proto).await {
             Ok(c) => c,
             Err(e) => {
@@ -327,7 +351,11 @@ impl Pin {
             Err(e) => Err(e),
         };
         match reply {
-            Ok((frame, _)) => {
+            Ok((frame, kind)) => {
+                let frame = match durable {
+                    Some(wait) if kind != ReplyKind::Error => confirm(&mut conn, wait, frame).await,
+                    _ => frame,
+                };
                 conn.release();
                 frame
             }
@@ -391,6 +419,18 @@ impl Pin {
         }
         conn.release();
     }
+}
+
+/// Durable-write mode: `WAIT` on the connection that ran the write, and the client's reply
+/// as the shared connections would give it (an error when too few replicas confirmed).
+async fn confirm(conn: &mut DedicatedConn, wait: &DurableWait, frame: Bytes) -> Bytes {
+    let limit = Some(conn.reply_timeout());
+    let waited = match conn.write(&wait.command).await {
+        Ok(()) => conn.read_frame_within(limit).await,
+        Err(e) => Err(e),
+    };
+    let wait_reply = waited.map(|(r, _)| r).unwrap_or_default();
+    wait.verdict(frame, ReplyKind::Other, &wait_reply).0
 }
 
 fn answer(reply: &ReplyTo, frame: Bytes) {

@@ -369,10 +369,10 @@ impl Session {
             let args = args.to_vec();
             return self.dispatch_special(decision, raw, &args).await;
         }
-        if let Decision::Forward { slot, .. } = decision {
+        if let Decision::Forward { slot, readonly } = decision {
             if self.client.resp3() && self.runs_script(&raw, args) {
                 let args = args.to_vec();
-                return self.script_resp3(slot, raw, &args);
+                return self.script_resp3(slot, readonly, raw, &args);
             }
         }
         let shape = self.client.resp3().then(|| self.reshape(&raw, args));

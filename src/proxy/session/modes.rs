@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::subscribe::PubSubState;
 use super::transaction::{TxState, Watch};
 use super::{error_frame, Pending, Session};
-use crate::backend::{Completion, Outcome};
+use crate::backend::{Completion, DurableWait, Outcome};
 use crate::protocol::resp3::{to_resp3, Shape};
 use crate::proxy::classify::{Decision, LocalCmd};
 use crate::proxy::pinned::{blocking_limit, Job, JobKind, PinContext, PinnedHandle};
@@ -245,7 +245,13 @@ impl Session {
     /// runs it (a Lua boolean, a `{double=…}` or `{map=…}` table become RESP3 types, and
     /// cannot be told apart from strings, integers and arrays once sent as RESP2), so it runs
     /// on a dedicated connection speaking RESP3, with the ordering of a blocking command.
-    pub(super) fn script_resp3(&mut self, slot: Option<u16>, raw: Bytes, args: &[Range<usize>]) {
+    pub(super) fn script_resp3(
+        &mut self,
+        slot: Option<u16>,
+        readonly: bool,
+        raw: Bytes,
+        args: &[Range<usize>],
+    ) {
         if self.hold_if_busy(&raw, args) {
             return;
         }
@@ -260,8 +266,16 @@ impl Session {
             .shared
             .scripts
             .body_for_evalsha(&raw, self.shared.scan_limits);
+        let cluster = &self.shared.config.cluster;
+        let durable = (cluster.durable_writes && !readonly)
+            .then(|| DurableWait::new(cluster.durable_replicas, cluster.durable_timeout_ms));
         let handle = PinnedHandle::open(self.pin_context(), addr, 3);
-        self.send_pinned(&handle, raw, JobKind::Script { limit, reload });
+        let kind = JobKind::Script {
+            limit,
+            reload,
+            durable,
+        };
+        self.send_pinned(&handle, raw, kind);
     }
 
     /// The RESP3 shape of a request's reply.
