@@ -85,6 +85,10 @@ const COMPARED: &[&str] = &[
     "GETDEL $missing",
     "SORT $l ALPHA",
     "HSCAN $h 0",
+    "COMMAND INFO get sort xadd",
+    "COMMAND DOCS set georadius",
+    "COMMAND GETKEYSANDFLAGS set a b",
+    "ACL GETUSER default",
 ];
 
 fn words(template: &str, prefix: &str) -> Vec<String> {

@@ -111,7 +111,7 @@ impl DurableWait {
 
     /// The reply the client gets: the command's own reply when enough replicas confirmed it
     /// (or when it failed, so there was nothing to replicate), else an error saying so.
-    fn verdict(&self, reply: Bytes, kind: ReplyKind, wait_reply: &[u8]) -> (Bytes, ReplyKind) {
+    pub fn verdict(&self, reply: Bytes, kind: ReplyKind, wait_reply: &[u8]) -> (Bytes, ReplyKind) {
         if kind == ReplyKind::Error {
             return (reply, kind);
         }

@@ -11,6 +11,7 @@ use std::ops::Range;
 use super::spec::Quirk;
 use super::{BeginSearch, CommandFlags, CommandSpec, CommandTable, FindKeys, KeySpecFlags, Merge};
 use super::{KeySpec, Policy};
+use crate::proxy::introspect::Query;
 use crate::proxy::merge::Combine;
 use crate::proxy::{classify, Decision, Fan, LocalCmd};
 use crate::security::policy::DEFAULT_DENY;
@@ -303,6 +304,7 @@ fn combine_words(combine: Combine) -> &'static str {
         Combine::First => "every primary; the first successful reply",
         Combine::MinInt => "every primary; the smallest integer",
         Combine::RandomNonNull => "every primary; a random non-null reply",
+        Combine::Union => "every primary; each element once",
     }
 }
 
@@ -318,6 +320,14 @@ fn fan_words(fan: Fan) -> &'static str {
             "every primary; the SHA1, and the body is remembered for `NOSCRIPT` recovery"
         }
         Fan::ScriptFlush => "every primary; `+OK`, and the remembered bodies are forgotten",
+        Fan::PubSub(Query::Channels) => "every node, primaries and replicas; the union",
+        Fan::PubSub(Query::NumPat) => "every node, primaries and replicas; the sum",
+        Fan::PubSub(Query::NumSub) => {
+            "every node, primaries and replicas; each channel's counts summed"
+        }
+        Fan::PubSub(Query::ShardNumSub) => {
+            "the nodes of each channel's shard; each channel's counts summed"
+        }
     }
 }
 

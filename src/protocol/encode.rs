@@ -66,6 +66,18 @@ pub fn bulk(buf: &mut BytesMut, data: &[u8]) {
     buf.put_slice(b"\r\n");
 }
 
+/// Appends free text as Redis sends it (INFO, CLUSTER NODES, CLIENT INFO): verbatim text
+/// (`=len\r\ntxt:…`) in RESP3, a bulk string in RESP2.
+pub fn text(buf: &mut BytesMut, data: &[u8], resp3: bool) {
+    if !resp3 {
+        return bulk(buf, data);
+    }
+    header(buf, b'=', data.len() + 4);
+    buf.put_slice(b"txt:");
+    buf.put_slice(data);
+    buf.put_slice(b"\r\n");
+}
+
 /// Appends a null: `_\r\n` in RESP3, the null bulk `$-1\r\n` in RESP2.
 pub fn null(buf: &mut BytesMut, resp3: bool) {
     buf.put_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" });
@@ -119,6 +131,8 @@ mod tests {
         assert_eq!(out(|b| bulk(b, b"a\r\nb")), b"$4\r\na\r\nb\r\n");
         assert_eq!(out(|b| bulk(b, b"")), b"$0\r\n\r\n");
         assert_eq!(out(|b| null(b, true)), b"_\r\n");
+        assert_eq!(out(|b| text(b, b"a:1\r\n", true)), b"=9\r\ntxt:a:1\r\n\r\n");
+        assert_eq!(out(|b| text(b, b"a:1\r\n", false)), b"$5\r\na:1\r\n\r\n");
         assert_eq!(out(|b| null(b, false)), b"$-1\r\n");
     }
 

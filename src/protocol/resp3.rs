@@ -21,6 +21,11 @@ pub enum Shape {
     MapWith(&'static [(&'static str, Shape)]),
     /// An array becomes a set.
     Set,
+    /// An array becomes a set whose elements take the inner shape.
+    SetOf(&'static Shape),
+    /// An empty array becomes an empty set; elements of others take the inner shape
+    /// (`COMMAND INFO` sends a command without subcommands an empty set).
+    EmptySetOr(&'static Shape),
     /// A bulk string holding a number becomes a double.
     Double,
     /// Every element of an array takes the inner shape.
@@ -197,13 +202,18 @@ fn emit_array(items: &[Value<'_>], shape: Shape, out: &mut BytesMut) {
                 }
             }
         }
-        Shape::Set => {
+        Shape::Set | Shape::SetOf(_) => {
+            let inner = match shape {
+                Shape::SetOf(inner) => *inner,
+                _ => Shape::Keep,
+            };
             header(out, b'~', items.len());
             for item in items {
-                emit(item, Shape::Keep, out);
+                emit(item, inner, out);
             }
         }
-        Shape::Array(inner) => {
+        Shape::EmptySetOr(_) if items.is_empty() => out.put_slice(b"~0\r\n"),
+        Shape::Array(inner) | Shape::EmptySetOr(inner) => {
             header(out, b'*', items.len());
             for item in items {
                 emit(item, *inner, out);
@@ -279,6 +289,16 @@ mod tests {
             b"~2\r\n$1\r\nb\r\n$1\r\na\r\n"
         );
         assert_eq!(conv(b"$3\r\n2.5\r\n", Shape::Double), b",2.5\r\n");
+        assert_eq!(
+            conv(
+                b"*1\r\n*2\r\n$1\r\nk\r\n:1\r\n",
+                Shape::SetOf(&Shape::Map(&Shape::Keep))
+            ),
+            b"~1\r\n%1\r\n$1\r\nk\r\n:1\r\n"
+        );
+        const SUBS: Shape = Shape::EmptySetOr(&Shape::Set);
+        assert_eq!(conv(b"*0\r\n", SUBS), b"~0\r\n");
+        assert_eq!(conv(b"*1\r\n*0\r\n", SUBS), b"*1\r\n~0\r\n");
         assert_eq!(conv(b":3\r\n", Shape::Double), b":3\r\n");
         assert_eq!(
             conv(b"*2\r\n$1\r\n1\r\n$-1\r\n", Shape::Array(&Shape::Double)),

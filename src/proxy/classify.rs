@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use super::emulation::ClusterCmd;
+use super::introspect::Query;
 use super::merge::Combine;
 use crate::cluster::slot::key_slot;
 use crate::command::{CommandFlags, CommandSpec, CommandTable, Merge, Policy};
@@ -82,6 +83,8 @@ pub enum Fan {
     ScriptLoad,
     /// `SCRIPT FLUSH`: every primary, and the remembered bodies are forgotten.
     ScriptFlush,
+    /// `PUBSUB` introspection: every node (or each channel's shard), merged.
+    PubSub(Query),
 }
 
 /// The outcome of classifying a request.
@@ -163,6 +166,7 @@ fn cluster_wide(spec: &CommandSpec) -> Option<Decision> {
             readonly: true,
         }))
     };
+    let pubsub = |q| Some(Decision::Fanout(Fan::PubSub(q)));
     match spec.name.as_str() {
         // One primary could be empty while others hold keys.
         "randomkey" => all(Combine::RandomNonNull),
@@ -174,6 +178,10 @@ fn cluster_wide(spec: &CommandSpec) -> Option<Decision> {
         "config|set" | "config|rewrite" => Some(Decision::Fanout(Fan::AllNodes)),
         "script|load" => Some(Decision::Fanout(Fan::ScriptLoad)),
         "script|flush" => Some(Decision::Fanout(Fan::ScriptFlush)),
+        "pubsub|channels" | "pubsub|shardchannels" => pubsub(Query::Channels),
+        "pubsub|numpat" => pubsub(Query::NumPat),
+        "pubsub|numsub" => pubsub(Query::NumSub),
+        "pubsub|shardnumsub" => pubsub(Query::ShardNumSub),
         _ => None,
     }
 }

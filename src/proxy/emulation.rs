@@ -78,8 +78,9 @@ impl View {
         sha1::hex(format!("slotway {}:{}", self.host, self.port).as_bytes())
     }
 
-    /// The reply to `cmd` (the request's raw bytes and argument ranges for KEYSLOT).
-    pub fn reply(&self, cmd: ClusterCmd, raw: &[u8], args: &[Range<usize>]) -> Bytes {
+    /// The reply to `cmd` (the request's raw bytes and argument ranges for KEYSLOT), in
+    /// RESP3 when `resp3` (maps for SHARDS, verbatim text for INFO and NODES, as Redis sends).
+    pub fn reply(&self, cmd: ClusterCmd, raw: &[u8], args: &[Range<usize>], resp3: bool) -> Bytes {
         let mut out = BytesMut::new();
         match cmd {
             ClusterCmd::KeySlot => match args.get(2) {
@@ -90,11 +91,11 @@ impl View {
                 ),
             },
             _ if !self.enabled => encode::error(&mut out, DISABLED),
-            ClusterCmd::Info => encode::bulk(&mut out, self.info().as_bytes()),
+            ClusterCmd::Info => encode::text(&mut out, self.info().as_bytes(), resp3),
             ClusterCmd::MyId => encode::bulk(&mut out, self.node_id().as_bytes()),
-            ClusterCmd::Nodes => encode::bulk(&mut out, self.nodes().as_bytes()),
+            ClusterCmd::Nodes => encode::text(&mut out, self.nodes().as_bytes(), resp3),
             ClusterCmd::Slots => self.slots(&mut out),
-            ClusterCmd::Shards => self.shards(&mut out),
+            ClusterCmd::Shards => self.shards(&mut out, resp3),
         }
         out.freeze()
     }
@@ -148,16 +149,16 @@ impl View {
         encode::array_header(out, 0);
     }
 
-    fn shards(&self, out: &mut BytesMut) {
+    fn shards(&self, out: &mut BytesMut, resp3: bool) {
         encode::array_header(out, 1);
-        encode::map_header(out, 2, false);
+        encode::map_header(out, 2, resp3);
         encode::bulk(out, b"slots");
         encode::array_header(out, 2);
         encode::integer(out, 0);
         encode::integer(out, 16383);
         encode::bulk(out, b"nodes");
         encode::array_header(out, 1);
-        encode::map_header(out, 7, false);
+        encode::map_header(out, 7, resp3);
         encode::bulk(out, b"id");
         encode::bulk(out, self.node_id().as_bytes());
         encode::bulk(out, b"port");
@@ -208,8 +209,8 @@ mod tests {
     fn slots_and_shards_parse_as_one_node_owning_everything() {
         let v = view();
         for raw in [
-            v.reply(ClusterCmd::Slots, b"", &[]),
-            v.reply(ClusterCmd::Shards, b"", &[]),
+            v.reply(ClusterCmd::Slots, b"", &[], false),
+            v.reply(ClusterCmd::Shards, b"", &[], false),
         ] {
             let f = frame(&raw);
             let t = parse_cluster_shards(&f)
@@ -234,38 +235,67 @@ mod tests {
         let id = v.node_id();
         assert_eq!(id.len(), 40);
         assert_eq!(id, view().node_id(), "stable for an address");
-        let info = v.reply(ClusterCmd::Info, b"", &[]);
+        let info = v.reply(ClusterCmd::Info, b"", &[], false);
         let text = String::from_utf8_lossy(&info);
         assert!(text.contains("cluster_state:ok\r\n"));
         assert!(text.contains("cluster_slots_assigned:16384\r\n"));
         assert!(text.contains("cluster_known_nodes:1\r\n"));
-        let nodes = v.reply(ClusterCmd::Nodes, b"", &[]);
+        let nodes = v.reply(ClusterCmd::Nodes, b"", &[], false);
         let expected = format!("{id} 127.0.0.1:7000@0 myself,master - 0 0 1 connected 0-16383\n");
         assert_eq!(nodes, format!("${}\r\n{expected}\r\n", expected.len()));
         assert_eq!(
-            v.reply(ClusterCmd::MyId, b"", &[]),
+            v.reply(ClusterCmd::MyId, b"", &[], false),
             format!("$40\r\n{id}\r\n")
         );
         let down = View {
             healthy: false,
             ..view()
         };
-        let text = String::from_utf8_lossy(&down.reply(ClusterCmd::Info, b"", &[])).into_owned();
+        let text =
+            String::from_utf8_lossy(&down.reply(ClusterCmd::Info, b"", &[], false)).into_owned();
         assert!(text.contains("cluster_state:fail\r\n"));
+    }
+
+    #[test]
+    fn resp3_uses_maps_and_verbatim_text() {
+        let v = view();
+        let shards = v.reply(ClusterCmd::Shards, b"", &[], true);
+        assert!(
+            shards.starts_with(
+                b"*1\r\n%2\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*1\r\n%7\r\n"
+            ),
+            "{shards:?}"
+        );
+        let nodes = v.reply(ClusterCmd::Nodes, b"", &[], true);
+        assert!(nodes.starts_with(b"="), "{nodes:?}");
+        assert!(nodes.windows(4).any(|w| w == b"txt:"));
+        let info = v.reply(ClusterCmd::Info, b"", &[], true);
+        assert!(info.starts_with(b"="), "{info:?}");
+        // Same structure in both protocols: arrays and integers.
+        assert_eq!(
+            v.reply(ClusterCmd::Slots, b"", &[], true),
+            v.reply(ClusterCmd::Slots, b"", &[], false)
+        );
     }
 
     #[test]
     fn keyslot_and_disabled() {
         let raw = b"CLUSTERKEYSLOTfoo";
         let args = [0..7, 7..14, 14..17];
-        assert_eq!(view().reply(ClusterCmd::KeySlot, raw, &args), ":12182\r\n");
+        assert_eq!(
+            view().reply(ClusterCmd::KeySlot, raw, &args, false),
+            ":12182\r\n"
+        );
         let off = View {
             enabled: false,
             ..view()
         };
-        assert_eq!(off.reply(ClusterCmd::KeySlot, raw, &args), ":12182\r\n");
         assert_eq!(
-            off.reply(ClusterCmd::Slots, b"", &[]),
+            off.reply(ClusterCmd::KeySlot, raw, &args, false),
+            ":12182\r\n"
+        );
+        assert_eq!(
+            off.reply(ClusterCmd::Slots, b"", &[], false),
             format!("-{DISABLED}\r\n")
         );
     }

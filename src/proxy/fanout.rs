@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::classify::Fan;
 use super::info::{InfoPlan, Sections, NODE_REQUEST};
+use super::introspect;
 use super::merge::{error_reply, merge, Combine, Reduce};
 use super::router::RoutingTable;
 use super::scan::{self, ScanPlan, DONE_REPLY};
@@ -68,6 +69,8 @@ pub struct Ctx<'a> {
     pub written: &'a [SocketAddr],
     /// The port this client connected to (INFO).
     pub tcp_port: u16,
+    /// The client chose RESP3 (replies built here use its types).
+    pub resp3: bool,
 }
 
 /// Facts about the client a plan may need.
@@ -77,6 +80,8 @@ pub struct At<'a> {
     pub written: &'a [SocketAddr],
     /// The port this client connected to (INFO).
     pub tcp_port: u16,
+    /// The client chose RESP3.
+    pub resp3: bool,
 }
 
 /// One part ready to go.
@@ -120,6 +125,7 @@ pub fn prepare(
         scripts: &shared.scripts,
         written: at.written,
         tcp_port: at.tcp_port,
+        resp3: at.resp3,
     };
     let (parts, reduce) = match plan(fan, &ctx, raw, args, keys) {
         Ok(Planned::Parts(parts, reduce)) => (parts, reduce),
@@ -205,6 +211,7 @@ pub fn plan(
         },
         Fan::Wait => Ok(wait(ctx, raw, args)),
         Fan::Info => Ok(info(ctx, raw, args)),
+        Fan::PubSub(query) => Ok(introspect::plan(query, ctx.table, raw, args)),
     }
 }
 
@@ -369,6 +376,7 @@ fn info(ctx: &Ctx<'_>, raw: &[u8], args: &[Range<usize>]) -> Planned {
         tcp_port: ctx.tcp_port,
         maxclients: ctx.config.client.max_connections,
         cluster_enabled: ctx.config.commands.cluster_emulation,
+        resp3: ctx.resp3,
     };
     if !sections.needs_nodes() {
         return Planned::Reply(plan.render(&[]));

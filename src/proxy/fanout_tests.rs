@@ -81,6 +81,7 @@ fn run(fan: Fan, config: &Config, args: &[&str], keys: &[usize]) -> Result<Plann
         scripts: &scripts,
         written: &[],
         tcp_port: 7000,
+        resp3: false,
     };
     let (raw, ranges) = request(args);
     plan(fan, &ctx, &raw, &ranges, keys)
@@ -236,4 +237,61 @@ fn fanout_merges_once_every_part_is_in() {
         Some(Bytes::from_static(b":3\r\n"))
     );
     assert!(sends[0].1, "a DEL part writes");
+}
+
+fn node(i: u16) -> Target {
+    Target::Node(format!("127.0.0.1:{}", 1 + i).parse().unwrap())
+}
+
+#[tokio::test]
+async fn pubsub_numsub_asks_every_live_node() {
+    let fan = Fan::PubSub(introspect::Query::NumSub);
+    let (p, reduce) = parts(run(
+        fan,
+        &Config::default(),
+        &["PUBSUB", "NUMSUB", "a", "b"],
+        &[],
+    ));
+    // Node 5 (a replica) is failed: not asked.
+    let targets: Vec<Target> = p.iter().map(|p| p.target).collect();
+    assert_eq!(targets, [node(0), node(1), node(2), node(3), node(4)]);
+    assert!(p
+        .iter()
+        .all(|p| p.raw == wire(&["PUBSUB", "NUMSUB", "a", "b"])));
+    assert_eq!(
+        reduce,
+        Reduce::NumSub(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")])
+    );
+    let none = run(fan, &Config::default(), &["PUBSUB", "NUMSUB"], &[]);
+    assert_eq!(none, Ok(Planned::Reply(Bytes::from_static(b"*0\r\n"))));
+}
+
+#[tokio::test]
+async fn pubsub_shardnumsub_asks_each_channels_shard() {
+    let fan = Fan::PubSub(introspect::Query::ShardNumSub);
+    // Slots 8363 (shard of node 2), 3443 (node 1, replica 4), 12182 (node 0, replica 3).
+    let (p, _) = parts(run(
+        fan,
+        &Config::default(),
+        &[
+            "PUBSUB",
+            "SHARDNUMSUB",
+            "foo{}{bar}",
+            "{user1000}.following",
+            "foo",
+        ],
+        &[],
+    ));
+    let got: Vec<(Target, Bytes)> = p.into_iter().map(|p| (p.target, p.raw)).collect();
+    let ask = |ch: &str| wire(&["PUBSUB", "SHARDNUMSUB", ch]);
+    assert_eq!(
+        got,
+        [
+            (node(2), ask("foo{}{bar}")),
+            (node(1), ask("{user1000}.following")),
+            (node(4), ask("{user1000}.following")),
+            (node(0), ask("foo")),
+            (node(3), ask("foo")),
+        ]
+    );
 }

@@ -102,6 +102,8 @@ pub struct InfoPlan {
     pub maxclients: usize,
     /// Whether cluster emulation is on (`cluster_enabled`).
     pub cluster_enabled: bool,
+    /// The client chose RESP3: the text is sent as verbatim text, as Redis does.
+    pub resp3: bool,
 }
 
 /// What every node is asked.
@@ -163,7 +165,7 @@ impl InfoPlan {
             }
         }
         let mut out = BytesMut::with_capacity(text.len() + 16);
-        encode::bulk(&mut out, text.as_bytes());
+        encode::text(&mut out, text.as_bytes(), self.resp3);
         out.freeze()
     }
 }
@@ -291,6 +293,7 @@ mod tests {
             tcp_port: 7000,
             maxclients: 10,
             cluster_enabled: true,
+            resp3: false,
         };
         let parts = [
             node("# Server\r\nredis_version:7.0.15\r\n\r\n# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=1000\r\n"),
@@ -318,6 +321,7 @@ mod tests {
             tcp_port: 7000,
             maxclients: 10,
             cluster_enabled: false,
+            resp3: false,
         };
         let out = plan.render(&[node("# Server\r\nredis_version:7.0.15\r\n")]);
         let text = bulk_str(&out).unwrap();

@@ -11,6 +11,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::info::InfoPlan;
+use super::introspect;
 use super::scan::ScanStep;
 use crate::command::Merge;
 use crate::protocol::{encode, ResponseScanner};
@@ -37,6 +38,8 @@ pub enum Combine {
     MinInt,
     /// A random non-null reply, null only when every part was null (`RANDOMKEY`).
     RandomNonNull,
+    /// Every element of the array replies once, in the order first seen (`PUBSUB CHANNELS`).
+    Union,
 }
 
 impl From<Merge> for Combine {
@@ -64,6 +67,8 @@ pub enum Reduce {
     Scan(ScanStep),
     /// INFO: the proxy's sections plus the keyspace summed over shards.
     Info(InfoPlan),
+    /// `PUBSUB NUMSUB / SHARDNUMSUB`: each named channel's count summed over the parts.
+    NumSub(Vec<Bytes>),
 }
 
 /// Merges `parts` (one reply frame per part, in part order) into the client's reply.
@@ -78,6 +83,7 @@ pub fn merge(rule: &Reduce, parts: &[Bytes]) -> Bytes {
         Reduce::Combine(c) => combine(*c, parts),
         Reduce::Scan(step) => parts.first().and_then(|p| step.rewrite(p)),
         Reduce::Info(plan) => Some(plan.render(parts)),
+        Reduce::NumSub(names) => introspect::merge_numsub(names, parts),
     };
     merged.unwrap_or_else(|| {
         error_reply("ERR slotway: a node sent an unexpected reply to a fanned-out command")
@@ -117,6 +123,7 @@ fn combine(c: Combine, parts: &[Bytes]) -> Option<Bytes> {
             }
         }
         Combine::AndArrays => and_arrays(parts),
+        Combine::Union => introspect::union(parts),
         Combine::First => parts
             .iter()
             .find(|p| !is_error(p))

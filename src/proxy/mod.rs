@@ -5,6 +5,7 @@ mod classify;
 pub mod emulation;
 mod fanout;
 pub mod info;
+pub mod introspect;
 pub mod merge;
 pub mod pinned;
 pub mod reshape;

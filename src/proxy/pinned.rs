@@ -17,14 +17,18 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::router::Router;
-use crate::backend::{Completion, DedicatedConn, DedicatedError, DedicatedPool, Outcome, ReplyTo};
+use crate::backend::{
+    Completion, DedicatedConn, DedicatedError, DedicatedPool, DurableWait, Outcome, ReplyTo,
+};
 use crate::protocol::{classify_error, encode, ReplyKind, ServerError};
 
 /// Most redirects a blocking command follows.
 const MAX_REDIRECTS: u32 = 5;
+/// Pause before sending a request again after `-TRYAGAIN`.
+const TRYAGAIN_PAUSE: Duration = Duration::from_millis(50);
 
 /// What a job is, which decides how its replies are read and judged.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum JobKind {
     /// `WATCH …`: one reply; the connection then watches keys until EXEC or UNWATCH.
     Watch,
@@ -34,10 +38,22 @@ pub enum JobKind {
         queued: usize,
     },
     /// One blocking command: one reply, waited for up to `limit` (None: forever); a MOVED
-    /// is followed to the new owner on a dedicated connection there.
+    /// is followed to the new owner on a dedicated connection there, an ASK once with
+    /// `ASKING`, and a TRYAGAIN is sent again within the retry deadline.
     Blocking {
         /// How long the reply may take (the command's own timeout plus a margin).
         limit: Option<Duration>,
+    },
+    /// A script (`EVAL`, `EVALSHA`, `FCALL` …) for a RESP3 client, run like a blocking
+    /// command; a `NOSCRIPT` is answered by loading `reload` (the body slotway remembers for
+    /// an `EVALSHA`) and sending the request again, once.
+    Script {
+        /// How long the reply may take.
+        limit: Option<Duration>,
+        /// The script body to load on `NOSCRIPT`.
+        reload: Option<Bytes>,
+        /// Durable-write mode for a script that may write: the `WAIT` that must confirm it.
+        durable: Option<DurableWait>,
     },
 }
 
@@ -136,7 +152,15 @@ impl Pin {
         match job.kind {
             JobKind::Watch => self.watch(&job.raw).await,
             JobKind::Exec { queued } => self.exec(&job.raw, queued).await,
-            JobKind::Blocking { limit } => self.blocking(job.raw, limit).await,
+            JobKind::Blocking { limit } => self.blocking(job.raw, limit, None, None).await,
+            JobKind::Script {
+                limit,
+                reload,
+                durable,
+            } => {
+                self.blocking(job.raw, limit, reload, durable.as_ref())
+                    .await
+            }
         }
     }
 
@@ -229,8 +253,15 @@ impl Pin {
         aborted.unwrap_or(last)
     }
 
-    async fn blocking(&mut self, raw: Bytes, limit: Option<Duration>) -> Bytes {
+    async fn blocking(
+        &mut self,
+        raw: Bytes,
+        limit: Option<Duration>,
+        mut reload: Option<Bytes>,
+        durable: Option<&DurableWait>,
+    ) -> Bytes {
         let mut redirects = 0;
+        let deadline = Instant::now() + self.ctx.retry_deadline;
         loop {
             let conn = match self.conn().await {
                 Ok(c) => c,
@@ -246,22 +277,104 @@ impl Pin {
                     e,
                 ),
             };
-            if kind != ReplyKind::Error || redirects >= MAX_REDIRECTS {
+            if kind != ReplyKind::Error {
+                return match (durable, self.conn.as_mut()) {
+                    (Some(wait), Some(conn)) => confirm(conn, wait, frame).await,
+                    _ => frame,
+                };
+            }
+            if redirects >= MAX_REDIRECTS {
                 return frame;
             }
-            let ServerError::Moved { slot, addr } = classify_error(&frame) else {
-                return frame;
-            };
-            let Ok(to) = addr.parse::<SocketAddr>() else {
-                return frame;
-            };
-            self.ctx.router.note_moved(slot, to);
-            redirects += 1;
-            if let Some(conn) = self.conn.take() {
-                conn.release();
+            match classify_error(&frame) {
+                ServerError::NoScript => match reload.take() {
+                    Some(body) => {
+                        if let Err(e) = self.load_script(&body).await {
+                            return self.fail("SCRIPT LOAD failed", e);
+                        }
+                    }
+                    None => return frame,
+                },
+                ServerError::Moved { slot, addr } => {
+                    let Ok(to) = addr.parse::<SocketAddr>() else {
+                        return frame;
+                    };
+                    self.ctx.router.note_moved(slot, to);
+                    redirects += 1;
+                    if let Some(conn) = self.conn.take() {
+                        conn.release();
+                    }
+                    self.addr = to;
+                }
+                ServerError::Ask { addr, .. } => {
+                    let Ok(to) = addr.parse::<SocketAddr>() else {
+                        return frame;
+                    };
+                    self.ctx.router.note_ask();
+                    return self.asking(to, &raw, limit, durable).await;
+                }
+                // Not run (a multi-key request during a migration): again shortly.
+                ServerError::TryAgain if Instant::now() < deadline => {
+                    tokio::time::sleep(TRYAGAIN_PAUSE).await;
+                }
+                _ => return frame,
             }
-            self.addr = to;
         }
+    }
+
+    /// A one-off `-ASK` redirect: `ASKING` and the request on a dedicated connection to `to`,
+    /// handed back to the pool afterwards; the pinned connection stays where it is.
+    async fn asking(
+        &mut self,
+        to: SocketAddr,
+        raw: &[u8],
+        limit: Option<Duration>,
+        durable: Option<&DurableWait>,
+    ) -> Bytes {
+        let mut conn = match self.ctx.pool.checkout(to, self.proto).await {
+            Ok(c) => c,
+            Err(e) => {
+                return error_frame(&format!(
+                    "ERR slotway: ASK redirect to {to} failed (not run): {e}"
+                ))
+            }
+        };
+        let mut req = BytesMut::with_capacity(raw.len() + 16);
+        encode::command(&mut req, &[b"ASKING"]);
+        req.extend_from_slice(raw);
+        let asked = match conn.write(&req).await {
+            Ok(()) => conn.read_frame_within(Some(conn.reply_timeout())).await,
+            Err(e) => Err(e),
+        };
+        let reply = match asked {
+            Ok(_) => conn.read_frame_within(limit).await,
+            Err(e) => Err(e),
+        };
+        match reply {
+            Ok((frame, kind)) => {
+                let frame = match durable {
+                    Some(wait) if kind != ReplyKind::Error => confirm(&mut conn, wait, frame).await,
+                    _ => frame,
+                };
+                conn.release();
+                frame
+            }
+            Err(e) => error_frame(&format!(
+                "ERR slotway: connection lost after an ASK redirect to {to}; the command may or may not have been applied: {e}"
+            )),
+        }
+    }
+
+    /// Loads a script body on the connection (its reply, the SHA1, is not needed).
+    async fn load_script(&mut self, body: &[u8]) -> Result<(), DedicatedError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(DedicatedError::Lost(self.addr, "no connection".into()));
+        };
+        let mut cmd = BytesMut::new();
+        encode::command(&mut cmd, &[b"SCRIPT", b"LOAD", body]);
+        let limit = Some(conn.reply_timeout());
+        conn.write(&cmd).await?;
+        conn.read_frame_within(limit).await.map(|_| ())
     }
 
     /// A cluster routing error (MOVED, ASK, TRYAGAIN, CLUSTERDOWN …) inside a pinned
@@ -306,6 +419,18 @@ impl Pin {
         }
         conn.release();
     }
+}
+
+/// Durable-write mode: `WAIT` on the connection that ran the write, and the client's reply
+/// as the shared connections would give it (an error when too few replicas confirmed).
+async fn confirm(conn: &mut DedicatedConn, wait: &DurableWait, frame: Bytes) -> Bytes {
+    let limit = Some(conn.reply_timeout());
+    let waited = match conn.write(&wait.command).await {
+        Ok(()) => conn.read_frame_within(limit).await,
+        Err(e) => Err(e),
+    };
+    let wait_reply = waited.map(|(r, _)| r).unwrap_or_default();
+    wait.verdict(frame, ReplyKind::Other, &wait_reply).0
 }
 
 fn answer(reply: &ReplyTo, frame: Bytes) {

@@ -29,6 +29,58 @@ const FUNCTION_LIST: Shape = Shape::Array(&Shape::MapWith(&[(
     Shape::Array(&Shape::MapWith(&[("flags", Shape::Set)])),
 )]));
 
+/// A key specification in `COMMAND INFO`: a map whose search specs are maps.
+const KEY_SPEC: Shape = Shape::MapWith(&[
+    ("flags", Shape::Set),
+    ("begin_search", Shape::MapWith(&[("spec", MAP)])),
+    ("find_keys", Shape::MapWith(&[("spec", MAP)])),
+]);
+/// One command in `COMMAND` / `COMMAND INFO`: flags, ACL categories, tips and key specs are
+/// sets; `subcommands` holds commands of the same form (without subcommands of their own).
+/// Shapes are spelt out level by level rather than recursive, so they stay comparable and
+/// printable.
+macro_rules! command_entry {
+    ($subcommands:expr) => {
+        Shape::Tuple(&[
+            KEEP,
+            KEEP,
+            Shape::Set,
+            KEEP,
+            KEEP,
+            KEEP,
+            Shape::Set,
+            Shape::Set,
+            Shape::SetOf(&KEY_SPEC),
+            Shape::EmptySetOr(&$subcommands),
+        ])
+    };
+}
+const SUBCOMMAND_ENTRY: Shape = command_entry!(KEEP);
+const COMMAND_ENTRY: Shape = command_entry!(SUBCOMMAND_ENTRY);
+/// An argument in `COMMAND DOCS` whose nested arguments take the given shape.
+macro_rules! doc_arg {
+    ($nested:expr) => {
+        Shape::MapWith(&[("flags", Shape::Set), ("arguments", Shape::Array(&$nested))])
+    };
+}
+const DOC_ARG_4: Shape = doc_arg!(KEEP);
+const DOC_ARG_3: Shape = doc_arg!(DOC_ARG_4);
+const DOC_ARG_2: Shape = doc_arg!(DOC_ARG_3);
+const DOC_ARG: Shape = doc_arg!(DOC_ARG_2);
+/// One command's `COMMAND DOCS` entry; `subcommands` maps names to entries of the same form.
+macro_rules! doc {
+    ($subcommands:expr) => {
+        Shape::MapWith(&[
+            ("doc_flags", Shape::Set),
+            ("history", Shape::Set),
+            ("arguments", Shape::Array(&DOC_ARG)),
+            ("subcommands", Shape::Map(&$subcommands)),
+        ])
+    };
+}
+const SUBCOMMAND_DOC: Shape = doc!(KEEP);
+const DOC: Shape = doc!(SUBCOMMAND_DOC);
+
 /// The RESP3 shape of the reply to the request `args` of `req`, resolved to `spec`.
 pub fn shape_for(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Shape {
     let has = |word: &[u8]| {
@@ -44,6 +96,10 @@ pub fn shape_for(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Shape
         "function|list" => FUNCTION_LIST,
         "xinfo|stream" => XINFO_STREAM,
         "xinfo|groups" | "xinfo|consumers" => MAPS,
+        "command" | "command|info" => Shape::Array(&COMMAND_ENTRY),
+        "command|docs" => Shape::Map(&DOC),
+        "command|getkeysandflags" => Shape::Array(&Shape::Tuple(&[KEEP, Shape::Set])),
+        "acl|getuser" => Shape::MapWith(&[("flags", Shape::Set), ("selectors", MAPS)]),
         "hrandfield" if has(b"withvalues") => Shape::Pairs(&KEEP),
         "smembers" | "sinter" | "sunion" | "sdiff" | "spop" => Shape::Set,
         "zscore" | "zincrby" | "zadd" => DOUBLE,
@@ -106,6 +162,27 @@ mod tests {
             shape(&["HRANDFIELD", "h", "2", "WITHVALUES"]),
             Shape::Pairs(&KEEP)
         );
+    }
+
+    #[test]
+    fn command_introspection_shapes() {
+        assert_eq!(
+            shape(&["COMMAND", "INFO", "get"]),
+            Shape::Array(&COMMAND_ENTRY)
+        );
+        assert_eq!(shape(&["COMMAND", "DOCS"]), Shape::Map(&DOC));
+        assert_eq!(
+            to_resp3_text(
+                b"*1\r\n*10\r\n$1\r\nx\r\n:1\r\n*0\r\n:0\r\n:0\r\n:0\r\n*0\r\n*0\r\n*0\r\n*0\r\n",
+                shape(&["COMMAND", "INFO", "x"])
+            ),
+            "*1\r\n*10\r\n$1\r\nx\r\n:1\r\n~0\r\n:0\r\n:0\r\n:0\r\n~0\r\n~0\r\n~0\r\n~0\r\n"
+        );
+    }
+
+    fn to_resp3_text(frame: &[u8], shape: Shape) -> String {
+        let out = crate::protocol::resp3::to_resp3(frame, shape).unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
     }
 
     #[test]

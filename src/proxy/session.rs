@@ -369,6 +369,12 @@ impl Session {
             let args = args.to_vec();
             return self.dispatch_special(decision, raw, &args).await;
         }
+        if let Decision::Forward { slot, readonly } = decision {
+            if self.client.resp3() && self.runs_script(&raw, args) {
+                let args = args.to_vec();
+                return self.script_resp3(slot, readonly, raw, &args);
+            }
+        }
         let shape = self.client.resp3().then(|| self.reshape(&raw, args));
         let first_seq = self.base_seq + self.pending.len() as u64;
         match decision {
@@ -418,6 +424,7 @@ impl Session {
         let at = fanout::At {
             written: &written,
             tcp_port,
+            resp3: self.client.resp3(),
         };
         let (state, sends) = match fanout::prepare(fan, &self.shared, &raw, args, &self.keys, at) {
             Prepared::Reply(reply) => return self.push_reply(reply),
@@ -520,7 +527,7 @@ impl Session {
             },
             LocalCmd::Cluster(cmd) => {
                 let view = View::for_client(&self.shared, self.stream.local_addr());
-                out.extend_from_slice(&view.reply(cmd, raw, args));
+                out.extend_from_slice(&view.reply(cmd, raw, args, self.client.resp3()));
             }
             LocalCmd::SlowLog => {
                 let argv: Vec<&[u8]> = args[1..].iter().map(|r| &raw[r.clone()]).collect();

@@ -168,10 +168,10 @@ impl Session {
                 self.client.name = (!n.is_empty()).then(|| n.to_vec());
                 encode::simple(&mut out, "OK");
             }
-            b"info" => text(&mut out, &self.client_line("client|info"), resp3),
+            b"info" => encode::text(&mut out, self.client_line("client|info").as_bytes(), resp3),
             b"list" => match self.list_matches(raw, args) {
-                Ok(true) => text(&mut out, &self.client_line("client|list"), resp3),
-                Ok(false) => text(&mut out, "", resp3),
+                Ok(true) => encode::text(&mut out, self.client_line("client|list").as_bytes(), resp3),
+                Ok(false) => encode::text(&mut out, b"", resp3),
                 Err(msg) => return self.push_error(&msg),
             },
             b"no-evict" => {
@@ -325,14 +325,5 @@ impl Session {
         self.client.name = None;
         self.client.no_evict = false;
         self.push_simple("RESET");
-    }
-}
-
-/// Free text: a bulk string in RESP2, verbatim text in RESP3 (as Redis sends CLIENT INFO).
-fn text(out: &mut BytesMut, s: &str, resp3: bool) {
-    if resp3 {
-        out.extend_from_slice(format!("={}\r\ntxt:{}\r\n", s.len() + 4, s).as_bytes());
-    } else {
-        encode::bulk(out, s.as_bytes());
     }
 }

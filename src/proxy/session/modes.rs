@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::subscribe::PubSubState;
 use super::transaction::{TxState, Watch};
 use super::{error_frame, Pending, Session};
-use crate::backend::{Completion, Outcome};
+use crate::backend::{Completion, DurableWait, Outcome};
 use crate::protocol::resp3::{to_resp3, Shape};
 use crate::proxy::classify::{Decision, LocalCmd};
 use crate::proxy::pinned::{blocking_limit, Job, JobKind, PinContext, PinnedHandle};
@@ -228,6 +228,54 @@ impl Session {
         let limit = blocking_limit(&name, &words, margin);
         let handle = PinnedHandle::open(self.pin_context(), addr, self.client.proto());
         self.send_pinned(&handle, raw, JobKind::Blocking { limit });
+    }
+
+    /// True for a request that runs a script (`EVAL`, `EVALSHA`, `FCALL` and `_RO` forms).
+    pub(super) fn runs_script(&self, raw: &[u8], args: &[Range<usize>]) -> bool {
+        let table = self.shared.router.commands();
+        table.resolve(raw, args).is_some_and(|spec| {
+            matches!(
+                spec.name.as_str(),
+                "eval" | "eval_ro" | "evalsha" | "evalsha_ro" | "fcall" | "fcall_ro"
+            )
+        })
+    }
+
+    /// A script for a RESP3 client. Its reply depends on the protocol of the connection that
+    /// runs it (a Lua boolean, a `{double=…}` or `{map=…}` table become RESP3 types, and
+    /// cannot be told apart from strings, integers and arrays once sent as RESP2), so it runs
+    /// on a dedicated connection speaking RESP3, with the ordering of a blocking command.
+    pub(super) fn script_resp3(
+        &mut self,
+        slot: Option<u16>,
+        readonly: bool,
+        raw: Bytes,
+        args: &[Range<usize>],
+    ) {
+        if self.hold_if_busy(&raw, args) {
+            return;
+        }
+        let addr = match self.pin_addr(slot) {
+            Ok(a) => a,
+            Err(msg) => return self.push_error(msg),
+        };
+        let limit = Some(crate::config::ms(
+            self.shared.config.backend.command_timeout_ms,
+        ));
+        let reload = self
+            .shared
+            .scripts
+            .body_for_evalsha(&raw, self.shared.scan_limits);
+        let cluster = &self.shared.config.cluster;
+        let durable = (cluster.durable_writes && !readonly)
+            .then(|| DurableWait::new(cluster.durable_replicas, cluster.durable_timeout_ms));
+        let handle = PinnedHandle::open(self.pin_context(), addr, 3);
+        let kind = JobKind::Script {
+            limit,
+            reload,
+            durable,
+        };
+        self.send_pinned(&handle, raw, kind);
     }
 
     /// The RESP3 shape of a request's reply.
