@@ -7,3 +7,4 @@ pub mod load;
 pub mod proxy;
 pub mod raw;
 pub mod resp;
+pub mod tls;
