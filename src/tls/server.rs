@@ -337,3 +337,7 @@ impl Write for SyncIo<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
