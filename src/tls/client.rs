@@ -65,8 +65,13 @@ impl UpstreamTls {
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
     }
 
-    /// The name for a connection to `host` (a seed or a node address as written).
-    fn name_for_host(&self, host: &str) -> io::Result<ServerName<'static>> {
+    /// The name for a connection to `host` (a seed or a node address as written) at `peer`.
+    fn name_for_host(&self, host: &str, peer: SocketAddr) -> io::Result<ServerName<'static>> {
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            // A node asked by address (command learning, /cluster) is checked like the data
+            // connections to it: by its announced name when the topology gave one.
+            return Ok(self.name_for(peer));
+        }
         if let Some(name) = &self.server_name {
             return Ok(name.clone());
         }
@@ -124,7 +129,10 @@ pub async fn upstream_to_host(
 ) -> io::Result<UpstreamStream> {
     match tls {
         None => Ok(UpstreamStream::Plain(tcp)),
-        Some(tls) => tls.handshake(tcp, tls.name_for_host(host)?, budget).await,
+        Some(tls) => {
+            let name = tls.name_for_host(host, tcp.peer_addr()?)?;
+            tls.handshake(tcp, name, budget).await
+        }
     }
 }
 
@@ -239,3 +247,90 @@ forward_io!(UpstreamStream, read);
 forward_io!(UpstreamStream, write);
 forward_io!(UpstreamRead, read);
 forward_io!(UpstreamWrite, write);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::topology::{Health, Node, Role, Shard};
+
+    fn upstream(server_name: &str) -> UpstreamTls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        UpstreamTls::new(Arc::new(ArcSwap::from_pointee(config)), server_name)
+    }
+
+    fn node(id: &str, addr: &str, endpoint: &str) -> Node {
+        let addr: SocketAddr = addr.parse().unwrap();
+        Node {
+            id: id.into(),
+            addr,
+            endpoint: endpoint.into(),
+            port: addr.port(),
+            role: Role::Primary,
+            health: Health::Online,
+        }
+    }
+
+    fn shown(name: ServerName<'_>) -> String {
+        name.to_str().into_owned()
+    }
+
+    #[test]
+    fn nodes_are_checked_by_announced_name_else_by_ip() {
+        let tls = upstream("");
+        let topology = Topology::new(
+            vec![
+                node("a", "10.0.0.1:6379", "redis-0.redis.svc"),
+                node("b", "10.0.0.2:6379", "10.0.0.2"),
+            ],
+            vec![
+                Shard {
+                    primary: 0,
+                    replicas: vec![],
+                    slots: vec![(0, 8191)],
+                },
+                Shard {
+                    primary: 1,
+                    replicas: vec![],
+                    slots: vec![(8192, 16383)],
+                },
+            ],
+        )
+        .unwrap();
+        tls.learn(&topology);
+        let a: SocketAddr = "10.0.0.1:6379".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:6379".parse().unwrap();
+        let unknown: SocketAddr = "10.0.0.3:6379".parse().unwrap();
+        assert_eq!(shown(tls.name_for(a)), "redis-0.redis.svc");
+        assert!(matches!(tls.name_for(b), ServerName::IpAddress(_)));
+        assert_eq!(shown(tls.name_for(unknown)), "10.0.0.3");
+        // Asked by address: the learned name; by name: that name.
+        assert_eq!(
+            shown(tls.name_for_host("10.0.0.1", a).unwrap()),
+            "redis-0.redis.svc"
+        );
+        assert_eq!(
+            shown(tls.name_for_host("seed.example", unknown).unwrap()),
+            "seed.example"
+        );
+    }
+
+    #[test]
+    fn an_override_wins_for_every_node() {
+        let tls = upstream("redis.internal");
+        let a: SocketAddr = "10.0.0.1:6379".parse().unwrap();
+        assert_eq!(shown(tls.name_for(a)), "redis.internal");
+        assert_eq!(
+            shown(tls.name_for_host("seed.example", a).unwrap()),
+            "redis.internal"
+        );
+        assert_eq!(
+            shown(tls.name_for_host("10.0.0.1", a).unwrap()),
+            "redis.internal"
+        );
+    }
+}
