@@ -275,6 +275,14 @@ mod tests {
         }
     }
 
+    fn shard(primary: usize, slots: (u16, u16)) -> Shard {
+        Shard {
+            primary,
+            replicas: vec![],
+            slots: vec![slots],
+        }
+    }
+
     fn shown(name: ServerName<'_>) -> String {
         name.to_str().into_owned()
     }
@@ -287,18 +295,7 @@ mod tests {
                 node("a", "10.0.0.1:6379", "redis-0.redis.svc"),
                 node("b", "10.0.0.2:6379", "10.0.0.2"),
             ],
-            vec![
-                Shard {
-                    primary: 0,
-                    replicas: vec![],
-                    slots: vec![(0, 8191)],
-                },
-                Shard {
-                    primary: 1,
-                    replicas: vec![],
-                    slots: vec![(8192, 16383)],
-                },
-            ],
+            vec![shard(0, (0, 8191)), shard(1, (8192, 16383))],
         )
         .unwrap();
         tls.learn(&topology);
