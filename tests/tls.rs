@@ -153,6 +153,25 @@ fn mutual_tls_refuses_clients_without_a_trusted_certificate() {
     let mut client = TlsClient::connect(proxy.addr(), config).unwrap();
     assert_eq!(client.call(&["SET", "mtls:k", "v"]).unwrap(), "+OK\r\n");
     assert_eq!(client.call(&["GET", "mtls:k"]).unwrap(), "$1\r\nv\r\n");
+    drop(proxy);
+
+    // Optional client certificates: none is fine, an untrusted one is still refused.
+    let optional = TestProxy::spawn(cluster.seeds(), |c| {
+        listener_tls(c, &proxy_id.cert, &proxy_id.key);
+        c.tls.client_ca_file = path_str(&client_ca_file);
+        c.tls.require_client_cert = false;
+    });
+    wait_until(DEADLINE, "the proxy to route", || optional.is_ready());
+    assert_eq!(
+        cli(optional.addr(), &ca_file, None, &["PING"]).trim(),
+        "PONG"
+    );
+    assert_eq!(
+        cli(optional.addr(), &ca_file, with_cert, &["PING"]).trim(),
+        "PONG"
+    );
+    let refused = cli(optional.addr(), &ca_file, wrong_ca, &["PING"]);
+    assert!(!refused.contains("PONG"), "optional, untrusted: {refused}");
 }
 
 /// Node certificates for a TLS cluster on 127.0.0.1, also named `redis.test`.

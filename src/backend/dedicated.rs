@@ -1,4 +1,4 @@
-//! Dedicated backend connections: one plain TCP connection to one node, owned by a single
+//! Dedicated backend connections: one connection (TCP, or TLS) to one node, owned by a single
 //! client session while it is pinned (a transaction, a blocking command, a subscription).
 //!
 //! Unlike the multiplexed connections, a dedicated connection may sit blocked for as long as

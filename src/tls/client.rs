@@ -181,6 +181,9 @@ impl UpstreamStream {
     /// False when the node has closed the connection or sent something unasked; never waits.
     pub fn is_open(&mut self) -> bool {
         let mut probe = [0u8; 1];
+        if let Self::Plain(s) = self {
+            return matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        }
         let mut buf = ReadBuf::new(&mut probe);
         let waker = Waker::from(Arc::new(NoWake));
         let mut cx = Context::from_waker(&waker);

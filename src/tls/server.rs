@@ -20,6 +20,9 @@ use tokio::net::TcpStream;
 
 /// Read chunk reserved when a caller hands over a full buffer.
 const READ_RESERVE: usize = 16 << 10;
+/// Most plaintext one read hands over: the spare capacity up to here is zeroed per read, and a
+/// buffer left large by one big request must not cost a large memset on every read after.
+const READ_WINDOW: usize = 256 << 10;
 /// First byte of a TLS record carrying a handshake message (the ClientHello).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// What a plaintext client on the TLS port is told before the connection closes.
@@ -43,14 +46,15 @@ pub enum ClientStream {
 }
 
 /// Accepts `tcp` as a client: plaintext without `tls`, else after a TLS handshake within the
-/// configured budget. `None` when the handshake failed (counted, logged at debug).
+/// configured budget. `None` when the handshake failed (counted, logged at debug) or the
+/// client left without a word (a TCP health check: not counted).
 pub async fn accept(tls: Option<&ClientTls>, tcp: TcpStream) -> Option<ClientStream> {
     let Some(tls) = tls else {
         return Some(ClientStream::Plain(tcp));
     };
     let peer = tcp.peer_addr().ok();
     match tokio::time::timeout(tls.handshake_timeout, handshake(tls, tcp)).await {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             super::count_handshake_failure("client");
             tracing::debug!(?peer, error = %e, "client TLS handshake failed");
@@ -64,10 +68,10 @@ pub async fn accept(tls: Option<&ClientTls>, tcp: TcpStream) -> Option<ClientStr
     }
 }
 
-async fn handshake(tls: &ClientTls, mut tcp: TcpStream) -> io::Result<ClientStream> {
+async fn handshake(tls: &ClientTls, mut tcp: TcpStream) -> io::Result<Option<ClientStream>> {
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
+        return Ok(None);
     }
     if first[0] != TLS_HANDSHAKE_RECORD {
         // A plaintext RESP client: say why instead of answering with a TLS alert it cannot read.
@@ -80,7 +84,7 @@ async fn handshake(tls: &ClientTls, mut tcp: TcpStream) -> io::Result<ClientStre
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.load_full());
     let (tcp, conn) = acceptor.accept(tcp).await?.into_inner();
-    Ok(ClientStream::Tls(Box::new(ServerTls {
+    Ok(Some(ClientStream::Tls(Box::new(ServerTls {
         tcp,
         conn,
         // The handshake may have read the client's first requests along with its Finished
@@ -88,7 +92,7 @@ async fn handshake(tls: &ClientTls, mut tcp: TcpStream) -> io::Result<ClientStre
         buffered: true,
         eof: false,
         accepted: 0,
-    })))
+    }))))
 }
 
 impl ClientStream {
@@ -216,9 +220,10 @@ impl ServerTls {
         if buf.capacity() == buf.len() {
             buf.reserve(READ_RESERVE);
         }
-        // rustls reads into initialised memory: zero the spare capacity once per call.
+        // rustls reads into initialised memory: zero the window once per call.
         let start = buf.len();
-        buf.resize(buf.capacity(), 0);
+        let window = (buf.capacity() - start).min(READ_WINDOW);
+        buf.resize(start + window, 0);
         let result = self.read_into(&mut buf[start..]);
         buf.truncate(start + result.as_ref().map_or(0, |n| *n));
         result
