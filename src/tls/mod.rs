@@ -143,3 +143,52 @@ impl TlsSetup {
 fn count_handshake_failure(side: &'static str) {
     metrics::counter!(HANDSHAKE_FAILURES, "side" => side).increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for 127.0.0.1: (certificate PEM, key PEM).
+    fn self_signed() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn reload_swaps_both_sides_or_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let (cert, key) = self_signed();
+        let mut config = Config::default();
+        config.tls.cert_file = file("l.crt", &cert);
+        config.tls.key_file = file("l.key", &key);
+        config.upstream_tls.enabled = true;
+        config.upstream_tls.ca_file = file("ca.crt", &cert);
+        let setup = TlsSetup::from_config(&config).unwrap();
+        assert!(setup.enabled());
+        assert_eq!(setup.files().len(), 3);
+        let server = |s: &TlsSetup| s.client.as_ref().unwrap().config.load_full();
+        let client = |s: &TlsSetup| s.upstream.as_ref().unwrap().config.load_full();
+        let (s0, c0) = (server(&setup), client(&setup));
+
+        // A broken CA bundle upstream: the listener's good files are not swapped in either.
+        file("ca.crt", "garbage");
+        let err = setup.reload().unwrap_err();
+        assert!(err.to_string().contains("upstream_tls.ca_file"), "{err}");
+        assert!(Arc::ptr_eq(&server(&setup), &s0));
+        assert!(Arc::ptr_eq(&client(&setup), &c0));
+
+        let (cert2, key2) = self_signed();
+        file("l.crt", &cert2);
+        file("l.key", &key2);
+        file("ca.crt", &cert2);
+        setup.reload().unwrap();
+        assert!(!Arc::ptr_eq(&server(&setup), &s0));
+        assert!(!Arc::ptr_eq(&client(&setup), &c0));
+    }
+}
