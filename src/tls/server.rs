@@ -175,14 +175,6 @@ impl ClientStream {
         matches!(self, Self::Tls(_))
     }
 
-    /// The certificate chain the client presented (mTLS), leaf first.
-    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        match self {
-            Self::Plain(_) => None,
-            Self::Tls(s) => s.conn.peer_certificates(),
-        }
-    }
-
     fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(s) => s,
