@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod access;
+mod tls;
 pub use access::{AuthConfig, PolicyConfig, UserConfig};
+pub use tls::{TlsConfig, UpstreamTlsConfig};
 
 use crate::security::Secret;
 
@@ -76,6 +78,10 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Metrics, hot keys and the proxy's slow log.
     pub metrics: MetricsConfig,
+    /// TLS on the client listener.
+    pub tls: TlsConfig,
+    /// TLS on the connections to the nodes.
+    pub upstream_tls: UpstreamTlsConfig,
 }
 
 /// Metrics, hot-key and slow-log settings.
@@ -276,6 +282,8 @@ impl Default for Config {
             log: LogConfig::default(),
             runtime: RuntimeConfig::default(),
             metrics: MetricsConfig::default(),
+            tls: TlsConfig::default(),
+            upstream_tls: UpstreamTlsConfig::default(),
         }
     }
 }
@@ -474,6 +482,8 @@ impl Config {
         }
         self.auth.validate()?;
         self.policy.validate()?;
+        self.tls.validate()?;
+        self.upstream_tls.validate()?;
         let announce = &self.commands.announce_address;
         if !announce.is_empty() && !valid_host_port(announce) {
             return Err(ConfigError::Invalid {

@@ -17,3 +17,4 @@ pub mod proxy;
 pub mod security;
 pub mod slowlog;
 pub mod status;
+pub mod tls;

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -22,6 +21,7 @@ use tokio::time::Instant;
 use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo};
 use crate::metrics::histogram::AtomicHistogram;
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
+use crate::tls::{UpstreamRead, UpstreamStream, UpstreamTls, UpstreamWrite};
 
 /// `ASKING` in wire form, sent before a request redirected by `-ASK`.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -62,6 +62,8 @@ pub struct ConnSettings {
     pub metrics: bool,
     /// Durable-write mode: the `WAIT` sent after each durable request.
     pub wait: Option<DurableWait>,
+    /// TLS to the node (`[upstream_tls]`); `None` = plaintext.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl ConnSettings {
@@ -369,12 +371,13 @@ enum ConnError {
     Handshake(String),
 }
 
-async fn connect(s: &ConnSettings) -> Result<TcpStream, ConnError> {
+async fn connect(s: &ConnSettings) -> Result<UpstreamStream, ConnError> {
     let stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(s.addr))
         .await
         .map_err(|_| ConnError::ConnectTimeout)??;
     stream.set_nodelay(true)?;
-    let mut stream = stream;
+    let mut stream =
+        crate::tls::upstream(stream, s.addr, s.tls.as_deref(), s.connect_timeout).await?;
     let mut hello = BytesMut::new();
     let mut expected = 0;
     if s.encode_auth(&mut hello) {
@@ -396,8 +399,13 @@ async fn connect(s: &ConnSettings) -> Result<TcpStream, ConnError> {
 }
 
 /// Sends the connection's set-up commands and checks that none failed.
-async fn handshake(stream: &mut TcpStream, cmds: &[u8], expected: usize) -> Result<(), ConnError> {
+async fn handshake(
+    stream: &mut UpstreamStream,
+    cmds: &[u8],
+    expected: usize,
+) -> Result<(), ConnError> {
     stream.write_all(cmds).await?;
+    stream.flush().await?;
     let mut buf = BytesMut::with_capacity(256);
     let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
     let mut seen = 0;
@@ -426,7 +434,7 @@ async fn handshake(stream: &mut TcpStream, cmds: &[u8], expected: usize) -> Resu
 /// Runs writer and reader until the socket fails (Err) or every handle is gone and all replies
 /// arrived (Ok).
 async fn serve(
-    stream: TcpStream,
+    stream: UpstreamStream,
     rx: &mut mpsc::Receiver<BackendRequest>,
     fifo: &Fifo,
     s: &ConnSettings,
@@ -467,7 +475,7 @@ async fn drain_replies(
 }
 
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: UpstreamWrite,
     rx: &mut mpsc::Receiver<BackendRequest>,
     fifo: &Fifo,
     wait: Option<DurableWait>,
@@ -516,6 +524,8 @@ async fn write_loop(
         if !buf.is_empty() {
             wr.write_all(&buf).await?;
         }
+        // TLS may hold the last records back; a plain socket has nothing to flush.
+        wr.flush().await?;
         if buf.capacity() > 4 * COPY_LIMIT {
             buf = BytesMut::new();
         }
@@ -569,7 +579,7 @@ fn take_answered(
 }
 
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    mut rd: UpstreamRead,
     fifo: &Fifo,
     s: &ConnSettings,
     latency: Option<&AtomicHistogram>,

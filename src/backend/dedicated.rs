@@ -1,4 +1,4 @@
-//! Dedicated backend connections: one plain TCP connection to one node, owned by a single
+//! Dedicated backend connections: one connection (TCP, or TLS) to one node, owned by a single
 //! client session while it is pinned (a transaction, a blocking command, a subscription).
 //!
 //! Unlike the multiplexed connections, a dedicated connection may sit blocked for as long as
@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ConnSettings;
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
+use crate::tls::UpstreamStream;
 
 /// Deepest reply nesting accepted on a dedicated connection.
 const MAX_REPLY_DEPTH: usize = 64;
@@ -161,7 +162,7 @@ impl DedicatedPool {
 /// One dedicated connection; closed when dropped unless handed back with [`DedicatedConn::release`].
 #[derive(Debug)]
 pub struct DedicatedConn {
-    stream: TcpStream,
+    stream: UpstreamStream,
     rbuf: BytesMut,
     scanner: ResponseScanner,
     addr: SocketAddr,
@@ -191,10 +192,9 @@ impl DedicatedConn {
 
     /// Writes `data` completely.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), DedicatedError> {
-        self.stream
-            .write_all(data)
-            .await
-            .map_err(|e| DedicatedError::Lost(self.addr, e.to_string()))
+        let lost = |e: std::io::Error| DedicatedError::Lost(self.addr, e.to_string());
+        self.stream.write_all(data).await.map_err(lost)?;
+        self.stream.flush().await.map_err(lost)
     }
 
     /// Reads the next complete reply frame. Cancel-safe: a partly read frame stays buffered.
@@ -260,9 +260,8 @@ impl DedicatedConn {
     }
 
     /// False when the node has closed the connection (or sent something unasked).
-    fn is_open(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    fn is_open(&mut self) -> bool {
+        self.stream.is_open()
     }
 
     async fn switch_proto(&mut self, proto: u8) -> Result<(), DedicatedError> {
@@ -279,12 +278,15 @@ impl DedicatedConn {
 }
 
 /// Opens the TCP connection and sends `AUTH` and `HELLO 3` as configured.
-async fn connect(s: &ConnSettings, proto: u8) -> Result<TcpStream, String> {
-    let mut stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(s.addr))
+async fn connect(s: &ConnSettings, proto: u8) -> Result<UpstreamStream, String> {
+    let stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(s.addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut stream = crate::tls::upstream(stream, s.addr, s.tls.as_deref(), s.connect_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut hello = BytesMut::new();
     let mut expected = 0;
     if s.encode_auth(&mut hello) {
@@ -303,8 +305,13 @@ async fn connect(s: &ConnSettings, proto: u8) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
-async fn handshake(stream: &mut TcpStream, cmds: &[u8], expected: usize) -> Result<(), String> {
+async fn handshake(
+    stream: &mut UpstreamStream,
+    cmds: &[u8],
+    expected: usize,
+) -> Result<(), String> {
     stream.write_all(cmds).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(512);
     let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
     let mut seen = 0;
@@ -344,6 +351,7 @@ mod tests {
             readonly: false,
             metrics: false,
             wait: None,
+            tls: None,
         }
     }
 

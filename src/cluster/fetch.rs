@@ -1,7 +1,7 @@
 //! Control-plane connections: ask one node for the cluster layout, or send it one command.
 //!
-//! A plain tokio `TcpStream` and redis-protocol's RESP2 decoder: these run a few times a minute,
-//! so they favour simplicity over the data path's zero-copy rules.
+//! A tokio socket (TLS with `[upstream_tls]`) and redis-protocol's RESP2 decoder: these run a
+//! few times a minute, so they favour simplicity over the data path's zero-copy rules.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::TopologyError;
-use super::parse::{parse_cluster_shards, parse_cluster_slots};
+use super::parse::{parse_cluster_shards_with, parse_cluster_slots};
 use super::resolve::{resolve, AskedNode};
 use super::topology::Topology;
 
@@ -32,6 +32,8 @@ pub struct FetchOptions {
     pub username: Option<String>,
     /// Password; `None` sends no AUTH.
     pub password: Option<crate::security::Secret>,
+    /// TLS to the nodes (`[upstream_tls]`); `None` = plaintext.
+    pub tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
 
 impl Default for FetchOptions {
@@ -41,6 +43,7 @@ impl Default for FetchOptions {
             command_timeout: Duration::from_secs(2),
             username: None,
             password: None,
+            tls: None,
         }
     }
 }
@@ -89,7 +92,7 @@ pub(crate) async fn fetch_with_peer(
                     conn.cluster_slots().await?
                 }
                 OwnedFrame::Error(e) => return Err(server_error(addr, e)),
-                reply => parse_cluster_shards(&reply)
+                reply => parse_cluster_shards_with(&reply, opts.tls.is_some())
                     .map_err(|e| TopologyError::protocol(addr, e.reason))?,
             }
         }
@@ -156,7 +159,7 @@ fn server_error(addr: &str, message: String) -> TopologyError {
 /// One control-plane connection.
 struct Connection {
     addr: String,
-    stream: TcpStream,
+    stream: crate::tls::UpstreamStream,
     buf: BytesMut,
     asked: AskedNode,
     peer: SocketAddr,
@@ -168,6 +171,10 @@ impl Connection {
         let (host, port) = split_host_port(addr)?;
         let stream = connect(addr, host, port, opts.connect_timeout).await?;
         let peer = stream.peer_addr().map_err(|e| TopologyError::io(addr, e))?;
+        let tls = opts.tls.as_deref();
+        let stream = crate::tls::upstream_to_host(stream, host, tls, opts.connect_timeout)
+            .await
+            .map_err(|e| TopologyError::io(addr, e))?;
         let mut conn = Connection {
             addr: addr.to_owned(),
             stream,
@@ -226,10 +233,11 @@ impl Connection {
 
     async fn round_trip(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, TopologyError> {
         let request = encode_command(args);
-        self.stream
-            .write_all(&request)
-            .await
-            .map_err(|e| TopologyError::io(&self.addr, e))?;
+        let sent = match self.stream.write_all(&request).await {
+            Ok(()) => self.stream.flush().await,
+            Err(e) => Err(e),
+        };
+        sent.map_err(|e| TopologyError::io(&self.addr, e))?;
         loop {
             // The decoder restarts from byte 0 on a partial frame; fine for a handful of KB a minute.
             match decode(&self.buf) {

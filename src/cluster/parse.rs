@@ -62,6 +62,12 @@ type ParseResult<T> = Result<T, InvalidTopology>;
 /// A shard that lists no primary (possible mid-failover) keeps its nodes but not its slots, which
 /// then read as unassigned.
 pub fn parse_cluster_shards(frame: &OwnedFrame) -> ParseResult<RawTopology> {
+    parse_cluster_shards_with(frame, false)
+}
+
+/// Like [`parse_cluster_shards`]; with `tls` a node's `tls-port` is used when it announces
+/// one (a node serving both lists its plaintext `port` too).
+pub fn parse_cluster_shards_with(frame: &OwnedFrame, tls: bool) -> ParseResult<RawTopology> {
     let mut table = NodeTable::default();
     for shard in array(frame, "CLUSTER SHARDS reply")? {
         let fields = pairs(shard, "shard")?;
@@ -75,7 +81,7 @@ pub fn parse_cluster_shards(frame: &OwnedFrame) -> ParseResult<RawTopology> {
             field(&fields, "nodes").unwrap_or(&OwnedFrame::Null),
             "nodes",
         )? {
-            let node = shards_node(node)?;
+            let node = shards_node(node, tls)?;
             let role = node.role;
             let index = table.insert(node);
             match role {
@@ -157,14 +163,18 @@ impl NodeTable {
 }
 
 /// One entry of a `CLUSTER SHARDS` "nodes" list: a flat key/value array.
-fn shards_node(frame: &OwnedFrame) -> ParseResult<RawNode> {
+fn shards_node(frame: &OwnedFrame, tls: bool) -> ParseResult<RawNode> {
     let fields = pairs(frame, "node")?;
     let text_field = |name| field(&fields, name).and_then(text);
     let id = text_field("id")
         .ok_or_else(|| InvalidTopology::new("node without id"))?
         .to_owned();
-    let port = field(&fields, "port")
-        .or_else(|| field(&fields, "tls-port"))
+    let (first, second) = match tls {
+        true => ("tls-port", "port"),
+        false => ("port", "tls-port"),
+    };
+    let port = field(&fields, first)
+        .or_else(|| field(&fields, second))
         .ok_or_else(|| InvalidTopology::new(format!("node {id} without port")))
         .and_then(port)?;
     // `endpoint` follows cluster-preferred-endpoint-type; a node that predates it has only `ip`.

@@ -316,3 +316,34 @@ fn slots_rejects_garbage() {
     )]))
     .is_err());
 }
+
+/// A node with a plaintext `port`, a `tls-port`, or both (Redis 7.0 with `tls-cluster yes`
+/// lists `port` only when it is not 0).
+fn ported_node(id: &str, ports: &[(&str, i64)]) -> OwnedFrame {
+    let mut f = vec![s("id"), s(id)];
+    for (name, port) in ports {
+        f.extend([s(name), Integer(*port)]);
+    }
+    f.extend([s("ip"), s("10.0.0.1"), s("role"), s("master")]);
+    Array(f)
+}
+
+#[test]
+fn shards_tls_port_is_used_with_upstream_tls() {
+    let reply = Array(vec![
+        shard(&[0, 8191], vec![ported_node("a", &[("tls-port", 6380)])]),
+        shard(
+            &[8192, 16383],
+            vec![ported_node("b", &[("port", 6379), ("tls-port", 6380)])],
+        ),
+    ]);
+    let ports = |tls| -> Vec<u16> {
+        let t = parse_cluster_shards_with(&reply, tls).unwrap();
+        t.nodes.iter().map(|n| n.port).collect()
+    };
+    // TLS-only nodes (port 0) have only a tls-port; plaintext wins when both are open and
+    // TLS is off, the TLS port when it is on.
+    assert_eq!(ports(false), [6380, 6379]);
+    assert_eq!(ports(true), [6380, 6380]);
+    assert_eq!(parse_cluster_shards(&reply).unwrap().nodes[1].port, 6379);
+}

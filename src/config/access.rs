@@ -212,7 +212,7 @@ allow = ["config|get"]
                 ("SLOTWAY_AUTH_PASSWORD".to_string(), "topsecret".to_string()),
                 (
                     "SLOTWAY_CLUSTER_PASSWORD".to_string(),
-                    "upstream".to_string(),
+                    "nodesecret".to_string(),
                 ),
                 (
                     "SLOTWAY_POLICY_DENY".to_string(),
@@ -222,11 +222,11 @@ allow = ["config|get"]
         )
         .unwrap();
         assert_eq!(cfg.auth.password.expose(), "topsecret");
-        assert_eq!(cfg.cluster.password.expose(), "upstream");
+        assert_eq!(cfg.cluster.password.expose(), "nodesecret");
         assert_eq!(cfg.policy.deny, ["debug", "monitor"]);
         let shown = format!("{cfg:?}");
         assert!(
-            !shown.contains("topsecret") && !shown.contains("upstream"),
+            !shown.contains("topsecret") && !shown.contains("nodesecret"),
             "{shown}"
         );
     }

@@ -172,4 +172,10 @@ const OTHER_SERIES: &[(&str, Option<&str>, &[&str])] = &[
         Some("reason"),
         &["noauth", "policy", "acl"],
     ),
+    (
+        crate::tls::HANDSHAKE_FAILURES,
+        Some("side"),
+        &["client", "upstream"],
+    ),
+    (crate::tls::RELOADS, Some("result"), &["ok", "error"]),
 ];

@@ -46,6 +46,7 @@ fn router() -> Router {
         readonly: false,
         metrics: false,
         wait: None,
+        tls: None,
     };
     let router = Router::new(
         Arc::new(Backends::new(settings, 1)),

@@ -22,7 +22,6 @@ pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +35,7 @@ use crate::config::{ms, Config};
 use crate::metrics::ProxyMetrics;
 use crate::protocol::ScanLimits;
 use crate::security::{limits, Security, SecurityError};
+use crate::tls::{ClientTls, TlsSetup};
 use router::Router;
 
 /// Why the proxy could not start.
@@ -58,6 +58,12 @@ pub enum ProxyError {
     /// Authentication or policy settings are unusable (e.g. a password file is missing).
     #[error(transparent)]
     Security(#[from] SecurityError),
+    /// A TLS certificate, key or CA file is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The SIGHUP handler for certificate reloads could not be installed.
+    #[error("cannot watch SIGHUP for TLS reloads: {0}")]
+    Signal(std::io::Error),
 }
 
 /// State shared by every session.
@@ -77,6 +83,8 @@ pub struct Shared {
     pub dedicated: Arc<DedicatedPool>,
     /// Slow log, shard totals and the `[metrics]` settings.
     pub metrics: Arc<ProxyMetrics>,
+    /// TLS on the listener and to the nodes, and its reload.
+    pub tls: Arc<TlsSetup>,
 }
 
 /// A running proxy.
@@ -98,6 +106,7 @@ impl Proxy {
         }
         crate::security::resolve_upstream(&mut config.cluster)?;
         let security = Security::from_config(&config)?;
+        let tls = Arc::new(TlsSetup::from_config(&config)?);
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -114,7 +123,7 @@ impl Proxy {
         let metrics = ProxyMetrics::new(config.metrics.clone());
         let shutdown = CancellationToken::new();
         let backends = Arc::new(Backends::new(
-            conn_template(&config),
+            conn_template(&config, &tls),
             config.backend.connections_per_node,
         ));
         let router = Arc::new(Router::new(
@@ -122,16 +131,16 @@ impl Proxy {
             CommandTable::builtin(),
             config.cluster.read_policy(),
         ));
-        let topology = start_refresher(&config, &router, &metrics, shutdown.clone());
+        let topology = start_refresher(&config, &tls, &router, &metrics, shutdown.clone());
         router.attach(topology.clone());
         spawn_command_learning(
-            config.clone(),
+            fetch_options(&config, &tls),
             router.clone(),
             topology.clone(),
             shutdown.clone(),
         );
         let dedicated = Arc::new(DedicatedPool::new(
-            dedicated_template(&config),
+            dedicated_template(&config, &tls),
             config.backend.max_dedicated_per_node,
         ));
         let shared = Arc::new(Shared {
@@ -146,7 +155,11 @@ impl Proxy {
             router,
             security,
             metrics,
+            tls: tls.clone(),
         });
+        if tls.enabled() {
+            crate::tls::reload::spawn(tls, shutdown.clone()).map_err(ProxyError::Signal)?;
+        }
         let tasks = TaskTracker::new();
         tasks.spawn(accept_loop(
             listener,
@@ -209,13 +222,13 @@ async fn start_admin(
     let ctx = crate::admin::AdminContext {
         shared: shared.clone(),
         topology: topology.clone(),
-        fetch: fetch_options(&shared.config),
+        fetch: fetch_options(&shared.config, &shared.tls),
     };
     let addr = crate::admin::start(listen, ctx, shutdown.clone(), tasks).await?;
     Ok(Some(addr))
 }
 
-fn conn_template(config: &Config) -> ConnSettings {
+fn conn_template(config: &Config, tls: &TlsSetup) -> ConnSettings {
     let b = &config.backend;
     ConnSettings {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -234,13 +247,14 @@ fn conn_template(config: &Config) -> ConnSettings {
                 config.cluster.durable_timeout_ms,
             )
         }),
+        tls: tls.upstream.clone(),
     }
 }
 
 /// Dedicated connections carry exactly what the client sent: no durable-write WAIT, no
 /// READONLY.
-fn dedicated_template(config: &Config) -> ConnSettings {
-    let mut t = conn_template(config);
+fn dedicated_template(config: &Config, tls: &TlsSetup) -> ConnSettings {
+    let mut t = conn_template(config, tls);
     t.wait = None;
     // A blocking command's wait is not node latency.
     t.metrics = false;
@@ -252,7 +266,7 @@ fn auth(config: &Config) -> Option<(String, crate::security::Secret)> {
     (!c.password.is_empty()).then(|| (c.username.clone(), c.password.clone()))
 }
 
-pub(crate) fn fetch_options(config: &Config) -> FetchOptions {
+pub(crate) fn fetch_options(config: &Config, tls: &TlsSetup) -> FetchOptions {
     let (username, password) = match auth(config) {
         Some((u, p)) => ((!u.is_empty()).then_some(u), Some(p)),
         None => (None, None),
@@ -262,18 +276,25 @@ pub(crate) fn fetch_options(config: &Config) -> FetchOptions {
         command_timeout: ms(config.backend.command_timeout_ms),
         username,
         password,
+        tls: tls.upstream.clone(),
     }
 }
 
 fn start_refresher(
     config: &Config,
+    tls: &TlsSetup,
     router: &Arc<Router>,
     metrics: &Arc<ProxyMetrics>,
     cancel: CancellationToken,
 ) -> TopologyHandle {
     let weak = Arc::downgrade(router);
     let metrics = Arc::downgrade(metrics);
+    let upstream_tls = tls.upstream.clone();
     let on_update = Box::new(move |t: &Arc<crate::cluster::topology::Topology>| {
+        if let Some(tls) = &upstream_tls {
+            // Before new pools connect: their certificates are checked against these names.
+            tls.learn(t);
+        }
         if let Some(m) = metrics.upgrade() {
             // Before the router switches, so requests are attributed to the map they used.
             m.shards.on_topology(t);
@@ -286,7 +307,7 @@ fn start_refresher(
         RefreshConfig {
             seeds: config.seeds.clone(),
             period: ms(config.cluster.refresh_interval_ms),
-            fetch: fetch_options(config),
+            fetch: fetch_options(config, tls),
             min_interval: ms(config.cluster.refresh_min_interval_ms),
             ..RefreshConfig::new(Vec::new())
         },
@@ -298,14 +319,13 @@ fn start_refresher(
 /// Learns the cluster's own command table (module and newer commands) once a node is known;
 /// the built-in table serves until then and whenever learning fails.
 fn spawn_command_learning(
-    config: Arc<Config>,
+    opts: FetchOptions,
     router: Arc<Router>,
     topology: TopologyHandle,
     cancel: CancellationToken,
 ) {
     tokio::spawn(async move {
         let mut epochs = topology.subscribe();
-        let opts = fetch_options(&config);
         loop {
             if let Some(t) = topology.current() {
                 for shard in &t.shards {
@@ -340,6 +360,7 @@ async fn accept_loop(
     tasks: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(shared.config.client.max_connections));
+    let tls = shared.tls.client.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -356,22 +377,30 @@ async fn accept_loop(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             limits::count_rejected("max_clients");
-            tasks.spawn(refuse(stream));
+            tasks.spawn(refuse(stream, tls.clone()));
             continue;
         };
         let _ = stream.set_nodelay(true);
         tracing::trace!(%peer, "client connected");
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
-            session::run(stream, shared, shutdown).await;
+            // The handshake runs here, not in the accept loop: a slow client delays only itself.
+            if let Some(stream) = crate::tls::accept(tls.as_deref(), stream).await {
+                session::run(stream, shared, shutdown).await;
+            }
             drop(permit);
         });
     }
 }
 
-/// Tells a client over the connection limit why, then closes.
-async fn refuse(mut stream: TcpStream) {
+/// Tells a client over the connection limit why (over TLS when the listener speaks it), then
+/// closes.
+async fn refuse(stream: TcpStream, tls: Option<Arc<ClientTls>>) {
+    let Some(mut stream) = crate::tls::accept(tls.as_deref(), stream).await else {
+        return;
+    };
     let _ = stream
         .write_all(b"-ERR max number of clients reached\r\n")
         .await;

@@ -269,6 +269,7 @@ mod tests {
             readonly: false,
             metrics: false,
             wait: None,
+            tls: None,
         };
         let router = Router::new(
             Arc::new(Backends::new(settings, 1)),

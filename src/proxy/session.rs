@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +38,7 @@ use crate::protocol::{
 };
 use crate::security::limits::{self, IdleTimer};
 use crate::security::ClientState;
+use crate::tls::ClientStream;
 
 /// A request awaiting its reply, or a reply waiting for earlier ones to be written.
 enum Pending {
@@ -89,7 +89,7 @@ pub enum SessionError {
 }
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
-pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn run(stream: ClientStream, shared: Arc<Shared>, shutdown: CancellationToken) {
     let _counted = super::info::ClientGuard::new();
     let limits = shared.scan_limits;
     let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +127,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationT
 }
 
 struct Session {
-    stream: TcpStream,
+    stream: ClientStream,
     shared: Arc<Shared>,
     /// Unparsed client bytes; requests are split off it without copying.
     rbuf: BytesMut,

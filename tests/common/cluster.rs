@@ -389,8 +389,7 @@ fn linked_to_all(addr: &str, count: usize) -> bool {
 fn spawn_extra(addr: SocketAddr, dir: &Path) -> Child {
     let port = addr.port().to_string();
     let host = addr.ip().to_string();
-    let log = dir.join("redis.log");
-    let mut cmd = Command::new("redis-server");
+    let mut cmd = cluster_node_command(dir);
     cmd.args([
         "--port",
         &port,
@@ -400,6 +399,19 @@ fn spawn_extra(addr: SocketAddr, dir: &Path) -> Child {
         &host,
     ])
     .args([
+        "--repl-diskless-sync-delay",
+        "0",
+        "--repl-ping-replica-period",
+        "1",
+    ]);
+    cmd.spawn().expect("start an extra redis-server")
+}
+
+/// A redis-server command for a cluster node living in `dir` (node timeout 2000 ms, no
+/// persistence, log in `dir`) that dies with the test; the caller adds ports and the rest.
+pub fn cluster_node_command(dir: &Path) -> Command {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
         "--cluster-enabled",
         "yes",
         "--cluster-config-file",
@@ -413,21 +425,21 @@ fn spawn_extra(addr: SocketAddr, dir: &Path) -> Child {
         "--save",
         "",
     ])
-    .args([
-        "--repl-diskless-sync-delay",
-        "0",
-        "--repl-ping-replica-period",
-        "1",
-    ])
     .arg("--logfile")
-    .arg(&log)
+    .arg(dir.join("redis.log"))
     .current_dir(dir)
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    cmd
+}
+
+/// Makes the process `cmd` starts die with the test thread that started it, even if the test
+/// process is killed without unwinding.
+pub fn die_with_parent(cmd: &mut Command) {
     // SAFETY: runs in the forked child before exec and only calls prctl, which is
-    // async-signal-safe; nothing is allocated and no lock is touched. The node then dies with
-    // the test thread that started it even if the test process is killed without unwinding.
+    // async-signal-safe; nothing is allocated and no lock is touched.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
@@ -437,7 +449,6 @@ fn spawn_extra(addr: SocketAddr, dir: &Path) -> Child {
             Ok(())
         });
     }
-    cmd.spawn().expect("start an extra redis-server")
 }
 
 /// Polls `check` every 50 ms until it holds; panics after `timeout`.

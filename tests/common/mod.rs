@@ -8,3 +8,4 @@ pub mod proxy;
 pub mod raw;
 pub mod resp;
 pub mod standalone;
+pub mod tls;

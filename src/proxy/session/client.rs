@@ -9,8 +9,8 @@
 use std::ops::Range;
 use std::time::Instant;
 
+use crate::tls::ClientStream;
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use super::Session;
 use crate::protocol::encode;
@@ -32,7 +32,7 @@ pub(super) struct ClientState {
 
 impl ClientState {
     /// A fresh connection's state (RESP2, no name).
-    pub(super) fn new(session_id: usize, stream: &TcpStream) -> Self {
+    pub(super) fn new(session_id: usize, stream: &ClientStream) -> Self {
         let addr =
             |a: std::io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
         Self {

@@ -304,7 +304,7 @@ impl Session {
 /// Waits until the client socket takes more bytes; a subscriber whose backlog overflowed is
 /// cut off instead.
 pub(super) async fn writable(
-    stream: &tokio::net::TcpStream,
+    stream: &crate::tls::ClientStream,
     backlog: Option<&crate::proxy::subscriber::Backlog>,
 ) -> std::io::Result<()> {
     let Some(backlog) = backlog else {
