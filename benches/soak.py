@@ -488,7 +488,7 @@ def sample_loop(cluster, stats, start, deadline, interval, kill_after, failover,
     """Samples every `interval` s until the deadline; kills the primary at `kill_after`."""
     pid = cluster.proc.pid
     rows = []
-    last_ops, last_t = 0, time.monotonic()
+    last_ops, last_t = 0, start
     announced = False
     print(f"{'t s':>6} {'RSS MiB':>8} {'peak':>7} {'fds':>5} {'requests':>10} {'req/s':>8} {'errors':>7}  event",
           flush=True)

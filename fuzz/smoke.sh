@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Short fuzz run for CI (tests/run.sh calls it): replays the checked-in regression inputs,
-# then fuzzes every target for SMOKE_SECONDS (default 18 s, so three targets fit in a minute
+# then fuzzes every target for SMOKE_SECONDS (default 15 s, so three targets fit in a minute
 # of fuzzing), each from the checked-in seeds only. Exits non-zero when any target crashes or
 # fails an assertion; the input is left in fuzz/artifacts/<target>/ (ignored by git).
 #
 # Environment:
 #   SMOKE_TARGETS    targets to run (default: request_scanner response_scanner routing)
-#   SMOKE_SECONDS    fuzzing time per target (default: 18)
+#   SMOKE_SECONDS    fuzzing time per target (default: 15)
 #   FUZZ_SANITIZER   cargo-fuzz sanitizer (default: address; falls back to none when the
 #                    AddressSanitizer build fails on this toolchain)
 #   FUZZ_TARGET_DIR  build directory, outside the clone so it survives between runs
@@ -18,7 +18,7 @@ fuzz_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$fuzz_dir"
 
 targets=${SMOKE_TARGETS:-request_scanner response_scanner routing}
-seconds=${SMOKE_SECONDS:-18}
+seconds=${SMOKE_SECONDS:-15}
 sanitizer=${FUZZ_SANITIZER:-address}
 target_dir=${FUZZ_TARGET_DIR:-/var/tmp/slotway-fuzz-target}
 work=${SMOKE_WORK:-/var/tmp/slotway-fuzz-smoke}
@@ -46,6 +46,20 @@ fuzz() {
     local cmd=$1
     shift
     cargo fuzz "$cmd" --sanitizer "$sanitizer" --target-dir "$target_dir" "$@"
+}
+
+# Prints the part of a failed run's log that explains it: from the first panic or sanitizer
+# report on (the stack traces are long), else the end of the log.
+show_failure() {
+    local first
+    first=$(grep -n -m 1 -E 'panicked at|ERROR: (libFuzzer|AddressSanitizer)|Fuzz target exited' "$1" |
+        cut -d: -f1 || true)
+    if [[ -n $first ]]; then
+        # head may stop reading early; the SIGPIPE that tail then gets is not a failure.
+        tail -n +"$first" "$1" | head -n 150 >&2 || true
+    else
+        tail -n 80 "$1" >&2
+    fi
 }
 
 build() {
@@ -78,7 +92,7 @@ for target in $targets; do
     if [[ -e ${regressions[0]} ]]; then
         echo "=== fuzz smoke: $target: replaying ${#regressions[@]} regression input(s)"
         if ! fuzz run "$target" "${regressions[@]}" -- -runs=1 >"$work/$target.replay.log" 2>&1; then
-            tail -n 60 "$work/$target.replay.log" >&2
+            show_failure "$work/$target.replay.log"
             failed+=("$target (regression)")
             continue
         fi
@@ -97,7 +111,7 @@ for target in $targets; do
         summary+=("$target: ${runs:-?} executions, no failure")
         echo "    ${summary[-1]}"
     else
-        tail -n 80 "$log" >&2
+        show_failure "$log"
         failed+=("$target")
     fi
 done
