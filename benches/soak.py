@@ -192,7 +192,8 @@ class Stats:
         self.ops = collections.Counter()
         self.errors = collections.Counter()
         self.error_times = collections.defaultdict(list)
-        self.kill_at = None
+        self.details = []  # the first few wrong reads, key by key
+        self.start = time.monotonic()
 
     def done(self, kind, n=1):
         with self.lock:
@@ -207,6 +208,11 @@ class Stats:
             self.errors[label] += n
             if len(self.error_times[label]) < 1000:
                 self.error_times[label].append(time.monotonic())
+
+    def detail(self, text):
+        with self.lock:
+            if len(self.details) < 20:
+                self.details.append(f"t {time.monotonic() - self.start:.1f} s: {text}")
 
     def snapshot(self):
         with self.lock:
@@ -236,8 +242,22 @@ def write_then_read(stats, kind, write, read, expected, ops):
         stats.error(f"{kind} read", e)
         return
     if got != expected:
-        stats.error(kind, "value read back differs from the value written")
+        mismatch(stats, kind, read, expected)
     stats.done(kind, ops)
+
+
+def mismatch(stats, kind, reread, expected):
+    """A read did not return the value just written. A second read tells a read that overtook
+    its write (the second read sees the value) from a lost write (it does not either)."""
+    try:
+        again = reread()
+    except redis.RedisError:
+        again = None
+    if again == expected:
+        stats.error(kind, "read returned an older value than the write before it; a second read saw the new one")
+    else:
+        stats.error(kind, "write acknowledged with OK but missing on a second read too (lost write)")
+    return again
 
 
 def client_loop(port, stop, deadline, body):
@@ -270,11 +290,17 @@ def multi_worker(port, wid, stats, stop, deadline):
 
 
 def pipeline_worker(port, wid, stats, stop, deadline):
+    batch = 0
+
     def body(r):
+        nonlocal batch
+        batch += 1
         keys = [f"soak:pl:{wid}:{random.randrange(5000)}" for _ in range(16)]
+        # Values unique per batch, so a stale read cannot pass for a fresh one.
+        values = [f"{batch}:{i}".encode() for i in range(16)]
         pipe = r.pipeline(transaction=False)
-        for i, k in enumerate(keys):
-            pipe.set(k, f"v{i}")
+        for k, v in zip(keys, values):
+            pipe.set(k, v)
         for k in keys:
             pipe.get(k)
         try:
@@ -287,9 +313,14 @@ def pipeline_worker(port, wid, stats, stop, deadline):
             stats.error("pipeline reply", failed[0], n=len(failed))
             return
         # A key repeated in the batch reads the last value written to it.
-        last = {k: f"v{i}" for i, k in enumerate(keys)}
-        if [g.decode() for g in replies[16:]] != [last[k] for k in keys]:
-            stats.error("pipeline", "GET in the pipeline differs from its SET")
+        last = dict(zip(keys, values))
+        expected = [last[k] for k in keys]
+        if replies[16:] != expected:
+            again = mismatch(stats, "pipeline", lambda: r.mget(keys), expected)
+            for k, want, got, later in zip(keys, expected, replies[16:], again or [None] * 16):
+                if got != want:
+                    stats.detail(f"pipeline key {k} (slot {key_slot(k)}): wrote {want!r}, "
+                                 f"the GET after it read {got!r}, a second read {later!r}")
         stats.done("pipeline", 32)
 
     client_loop(port, stop, deadline, body)
@@ -428,7 +459,6 @@ class Failover:
         self.killed_port, self.replicas = primary, replicas
         pid = self.cluster.node_pids[primary]
         self.kill_time = time.monotonic()
-        self.stats.kill_at = self.kill_time
         os.kill(pid, signal.SIGKILL)
         threading.Thread(target=self.watch_roles, daemon=True).start()
         threading.Thread(target=self.probe_writes, daemon=True).start()
@@ -571,7 +601,7 @@ def main():
         idle_fds = fd_count(pid)
 
         stats = Stats()
-        start = time.monotonic()
+        start = stats.start
         deadline = start + args.minutes * 60
         threads = []
 
@@ -633,6 +663,8 @@ def main():
               f"missed {missed}")
         if alive:
             print(f"  load threads still running at the end: {alive}")
+        for line in stats.details:
+            print(f"  wrong read         {line}")
         total_errors = sum(stats.errors.values())
         print(f"  errors             {total_errors}")
         for label, count in stats.errors.most_common():
