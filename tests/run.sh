@@ -13,3 +13,6 @@ cargo test --locked --benches
 # Offline validation of deploy/ (kustomize render, schema, promtool, invariants), checking the
 # proxy ConfigMap against the keys this build of slotway accepts.
 SLOTWAY_BIN="${CARGO_TARGET_DIR:-target}/debug/slotway" tests/deploy/validate.sh
+# A short run of every fuzz target (under a minute of fuzzing; a new machine first installs
+# cargo-fuzz and builds the targets, a few minutes) into a build dir outside the clone.
+fuzz/smoke.sh
