@@ -478,6 +478,19 @@ async fn write_loop(
         if rx.recv_many(&mut batch, WRITE_BATCH).await == 0 {
             return Ok(());
         }
+        if batch.len() < WRITE_BATCH {
+            // The first client to queue a request wakes this task at once (the runtime runs a
+            // task woken by the running one next). Yielding lets every other client already
+            // woken by the same poll of the sockets queue its request too, so one write
+            // carries them all instead of one write per request.
+            tokio::task::yield_now().await;
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(req) => batch.push(req),
+                    Err(_) => break,
+                }
+            }
+        }
         buf.clear();
         let mut large: Vec<Bytes> = Vec::new();
         {

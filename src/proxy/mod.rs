@@ -17,6 +17,7 @@ pub mod sha1;
 pub mod subscriber;
 
 pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};
+pub use session::resting_clients;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -360,12 +361,12 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         tracing::trace!(%peer, "client connected");
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            session::run(stream, shared, shutdown).await;
-            drop(permit);
-        });
+        tasks.spawn(session::run(
+            stream,
+            shared.clone(),
+            shutdown.clone(),
+            permit,
+        ));
     }
 }
 
