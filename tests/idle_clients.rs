@@ -92,3 +92,26 @@ fn connections_rest_while_quiet_and_keep_their_state() {
     drop(a);
     wait_resting(1);
 }
+
+#[test]
+fn a_resting_client_is_closed_after_the_idle_timeout_not_before() {
+    let cluster = TestCluster::start_with(3, 0);
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| c.client.idle_timeout_ms = 2500);
+    let mut a = Raw::connect(proxy.addr());
+    assert_eq!(a.text(&["SET", "idle:t", "1"]), "+OK\r\n");
+    let last = Instant::now();
+    // The session comes to rest after a quiet second; the timeout still counts from the
+    // last reply, with that second included.
+    let mut stream = a.into_stream();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut stream, &mut buf).expect("closed within 30 s");
+    assert_eq!(n, 0, "expected the proxy to close the connection");
+    let silent = last.elapsed();
+    assert!(
+        silent >= Duration::from_millis(2400),
+        "closed after {silent:?} of silence, before the 2.5 s idle timeout"
+    );
+}

@@ -79,12 +79,13 @@ struct Conn {
 impl Conn {
     async fn drive(mut self) {
         loop {
-            let (stream, shared) = match (&self.session, &self.fresh) {
-                (Some(s), _) => (&s.stream, &s.shared),
-                (None, Some((stream, shared))) => (stream, shared),
+            // A session that came to rest has been silent for a quiet period already.
+            let (stream, shared, silent) = match (&self.session, &self.fresh) {
+                (Some(s), _) => (&s.stream, &s.shared, QUIET_PERIOD),
+                (None, Some((stream, shared))) => (stream, shared, Duration::ZERO),
                 (None, None) => return,
             };
-            if !wait_for_data(stream, shared, &self.shutdown).await {
+            if !wait_for_data(stream, shared, &self.shutdown, silent).await {
                 return;
             }
             let session = match (&mut self.session, self.fresh.take()) {
@@ -111,17 +112,23 @@ impl Conn {
 }
 
 /// Waits until the client sends something. False when it closes, the proxy shuts down, or
-/// `client.idle_timeout_ms` passes first; nothing is in flight here, so each of those ends the
-/// connection at once.
+/// `client.idle_timeout_ms` passes first (counting `silent`, the time it has already been
+/// silent, at least); nothing is in flight here, so each of those ends the connection at once.
 ///
 /// Written as one `poll_fn` over the three events rather than a `select!` of futures: this
 /// state is in every idle client's task, and the futures of `peek()` and `select!` would
 /// add about 200 bytes to it. `poll_peek` keeps its waker in the socket's registration.
-async fn wait_for_data(stream: &TcpStream, shared: &Shared, shutdown: &CancellationToken) -> bool {
+async fn wait_for_data(
+    stream: &TcpStream,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    silent: Duration,
+) -> bool {
     let _resting = Resting::new();
     let idle_timeout = crate::config::ms(shared.config.client.idle_timeout_ms);
     // Boxed, and only with a timeout: the timer entry would otherwise grow every idle task.
-    let mut expire = (!idle_timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(idle_timeout)));
+    let mut expire = (!idle_timeout.is_zero())
+        .then(|| Box::pin(tokio::time::sleep(idle_timeout.saturating_sub(silent))));
     let mut cancelled = std::pin::pin!(shutdown.cancelled());
     let mut probe = [0u8; 1];
     std::future::poll_fn(|cx| {
