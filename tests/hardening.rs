@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ use slotway::config::Config;
 /// A client doing SET/GET in a loop for the whole test; `finish` fails the test if any failed.
 struct Control {
     stop: Arc<AtomicBool>,
+    /// Round trips completed so far.
+    done: Arc<AtomicU64>,
     thread: Option<JoinHandle<Result<u64, String>>>,
 }
 
@@ -28,6 +30,8 @@ impl Control {
         let mut con = proxy.client();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let done = Arc::new(AtomicU64::new(0));
+        let counter = done.clone();
         let thread = std::thread::spawn(move || {
             let mut n = 0u64;
             while !flag.load(Ordering::Relaxed) {
@@ -46,17 +50,29 @@ impl Control {
                     return Err(format!("GET #{n} returned {got:?}, expected {val:?}"));
                 }
                 n += 1;
+                counter.store(n, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(2));
             }
             Ok(n)
         });
         Self {
             stop,
+            done,
             thread: Some(thread),
         }
     }
 
     fn finish(mut self) {
+        // A short test can end before the thread's first round trip on a loaded machine:
+        // wait for one (or for the thread to fail) before stopping it.
+        let end = Instant::now() + Duration::from_secs(30);
+        let thread = self.thread.as_ref().expect("control thread");
+        while self.done.load(Ordering::Relaxed) == 0
+            && !thread.is_finished()
+            && Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.stop.store(true, Ordering::Relaxed);
         let result = self.thread.take().unwrap().join().expect("control thread");
         let n = result.unwrap_or_else(|e| panic!("control client failed: {e}"));

@@ -441,7 +441,7 @@ async fn serve(
     obs: &NodeMetrics,
 ) -> Result<(), ConnError> {
     let (rd, wr) = stream.into_split();
-    let writer = write_loop(wr, rx, fifo, s.wait.clone());
+    let writer = write_loop(wr, rx, fifo, s);
     let reader = read_loop(rd, fifo, s, obs.duration.as_deref());
     tokio::pin!(writer, reader);
     tokio::select! {
@@ -474,17 +474,51 @@ async fn drain_replies(
     }
 }
 
+/// Requests taken from the queue but not yet in the FIFO. If the connection fails meanwhile
+/// (the writer is dropped while it yields), they were never written: each fails as not sent,
+/// so its session retries it, instead of vanishing with the writer.
+struct Unsent<'a> {
+    reqs: Vec<BackendRequest>,
+    addr: &'a SocketAddr,
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        for req in self.reqs.drain(..) {
+            fail(req, BackendError::NotSent(self.addr.to_string()));
+        }
+    }
+}
+
 async fn write_loop(
     mut wr: UpstreamWrite,
     rx: &mut mpsc::Receiver<BackendRequest>,
     fifo: &Fifo,
-    wait: Option<DurableWait>,
+    s: &ConnSettings,
 ) -> Result<(), ConnError> {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let wait = &s.wait;
+    let mut unsent = Unsent {
+        reqs: Vec::with_capacity(WRITE_BATCH),
+        addr: &s.addr,
+    };
+    let batch = &mut unsent.reqs;
     let mut buf = BytesMut::new();
     loop {
-        if rx.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+        if rx.recv_many(batch, WRITE_BATCH).await == 0 {
             return Ok(());
+        }
+        if batch.len() < WRITE_BATCH {
+            // The first client to queue a request wakes this task at once (the runtime runs a
+            // task woken by the running one next). Yielding lets every other client already
+            // woken by the same poll of the sockets queue its request too, so one write
+            // carries them all instead of one write per request.
+            tokio::task::yield_now().await;
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(req) => batch.push(req),
+                    Err(_) => break,
+                }
+            }
         }
         buf.clear();
         let mut large: Vec<Bytes> = Vec::new();
@@ -503,7 +537,7 @@ async fn write_loop(
                 } else {
                     buf.extend_from_slice(&req.raw);
                 }
-                let durable = match (&wait, req.durable) {
+                let durable = match (wait, req.durable) {
                     (Some(w), true) => {
                         buf.extend_from_slice(&w.command);
                         Some(None)

@@ -76,8 +76,6 @@ impl SessionMetrics {
     /// Accumulators for a new client; `enabled` false records nothing per request.
     pub fn new(enabled: bool, hot_keys: bool) -> Self {
         let g = global();
-        g.accepted.increment(1);
-        g.client_connections.increment(1.0);
         let now = Instant::now();
         Self {
             enabled,
@@ -332,6 +330,32 @@ impl Drop for SessionMetrics {
     fn drop(&mut self) {
         self.dispatched();
         self.flush(0);
+    }
+}
+
+/// Counts one client connection (accepted total, open gauge) from accept to close; apart from
+/// [`SessionMetrics`], which a connection only has while it sends requests.
+#[derive(Debug)]
+pub struct Connected(());
+
+impl Connected {
+    /// Counts a newly accepted client.
+    pub fn new() -> Self {
+        let g = global();
+        g.accepted.increment(1);
+        g.client_connections.increment(1.0);
+        Self(())
+    }
+}
+
+impl Default for Connected {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
         global().client_connections.decrement(1.0);
     }
 }

@@ -18,6 +18,7 @@ pub mod sha1;
 pub mod subscriber;
 
 pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};
+pub use session::resting_clients;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -382,16 +383,28 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         tracing::trace!(%peer, "client connected");
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
-        tasks.spawn(async move {
-            // The handshake runs here, not in the accept loop: a slow client delays only itself.
-            if let Some(stream) = crate::tls::accept(tls.as_deref(), stream).await {
-                session::run(stream, shared, shutdown).await;
+        match tls.clone() {
+            None => {
+                tasks.spawn(session::run(
+                    crate::tls::ClientStream::Plain(stream),
+                    shared.clone(),
+                    shutdown.clone(),
+                    permit,
+                ));
             }
-            drop(permit);
-        });
+            Some(tls) => {
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    // The handshake runs here, not in the accept loop: a slow client delays
+                    // only itself. Plaintext clients skip this wrapper so a resting one's task
+                    // stays small.
+                    if let Some(stream) = crate::tls::accept(Some(&tls), stream).await {
+                        session::run(stream, shared, shutdown, permit).await;
+                    }
+                });
+            }
+        }
     }
 }
 

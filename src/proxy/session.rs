@@ -11,18 +11,19 @@
 //! and `subscribe` (Pub/Sub).
 
 mod client;
+mod idle;
 mod modes;
 mod subscribe;
 mod transaction;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{classify, Decision, Fan, LocalCmd};
@@ -88,41 +89,50 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown drains it.
-pub async fn run(stream: ClientStream, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let _counted = super::info::ClientGuard::new();
-    let limits = shared.scan_limits;
-    let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-    let idle = IdleTimer::new(crate::config::ms(shared.config.client.idle_timeout_ms));
-    let client = client::ClientState::new(id, &stream);
-    let metrics = SessionMetrics::new(
-        shared.config.metrics.enabled,
-        shared.config.metrics.hot_keys > 0,
-    );
-    let mut session = Session {
-        sec: shared.security.client(id as u64),
-        idle,
-        write_blocked: false,
-        capped: false,
-        stream,
-        shared,
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        scanner: RequestScanner::new(limits),
-        keys: Vec::new(),
-        pending: VecDeque::new(),
-        base_seq: 0,
-        tx: None,
-        rx: None,
-        closing: false,
-        id,
-        written: Vec::new(),
-        client,
-        modes: modes::Modes::default(),
-        metrics,
-    };
-    if let Err(e) = session.serve(shutdown).await {
-        tracing::debug!(error = %e, "client session ended");
+/// How a session loop ended.
+enum Ended {
+    /// The connection is over (client gone, QUIT, protocol error, drained at shutdown).
+    Closed,
+    /// Nothing in flight and no traffic for a quiet period: release the buffers and wait.
+    Quiet,
+}
+
+impl Session {
+    /// The full state of a client that has sent something (`created`: when it connected).
+    fn new(
+        stream: ClientStream,
+        shared: Arc<Shared>,
+        id: usize,
+        created: std::time::Instant,
+    ) -> Self {
+        let client = client::ClientState::new(id, &stream, created);
+        let metrics = SessionMetrics::new(
+            shared.config.metrics.enabled,
+            shared.config.metrics.hot_keys > 0,
+        );
+        Self {
+            sec: shared.security.client(id as u64),
+            idle: IdleTimer::new(crate::config::ms(shared.config.client.idle_timeout_ms)),
+            write_blocked: false,
+            capped: false,
+            active: false,
+            scanner: RequestScanner::new(shared.scan_limits),
+            stream,
+            shared,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            keys: Vec::new(),
+            pending: VecDeque::new(),
+            base_seq: 0,
+            tx: None,
+            rx: None,
+            closing: false,
+            id,
+            written: Vec::new(),
+            client,
+            modes: modes::Modes::default(),
+            metrics,
+        }
     }
 }
 
@@ -155,6 +165,8 @@ struct Session {
     write_blocked: bool,
     /// Reading is paused at the in-flight cap (counted once per pause).
     capped: bool,
+    /// Bytes moved since the last quiet-period check.
+    active: bool,
     /// Primaries this client sent writes to since its last WAIT.
     written: Vec<Arc<NodePool>>,
     /// What the client set on its connection: protocol, name.
@@ -165,15 +177,22 @@ struct Session {
     metrics: SessionMetrics,
 }
 
+pub use idle::{resting_clients, run};
+
 /// Session ids, spreading clients over each node's connections.
 static NEXT_SESSION_ID: AtomicUsize = AtomicUsize::new(0);
 
 impl Session {
-    async fn serve(&mut self, shutdown: CancellationToken) -> Result<(), SessionError> {
+    /// The session loop; returns when the connection ends or has been quiet for
+    /// [`idle::QUIET_PERIOD`] with nothing in flight.
+    async fn serve(&mut self, shutdown: &CancellationToken) -> Result<Ended, SessionError> {
         // Grows on first use only: idle clients hold no buffers.
         let mut completions = Vec::new();
         let max_inflight = self.shared.config.client.max_inflight;
         let output_limit = self.shared.config.client.output_buffer_limit_bytes;
+        let mut quiet =
+            tokio::time::interval_at(Instant::now() + idle::QUIET_PERIOD, idle::QUIET_PERIOD);
+        quiet.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             self.resume_held().await;
             if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
@@ -190,10 +209,10 @@ impl Session {
                     buffered = self.wbuf.len(),
                     "client over the output buffer limit"
                 );
-                return Ok(());
+                return Ok(Ended::Closed);
             }
             if self.closing && self.pending.is_empty() && self.wbuf.is_empty() {
-                return Ok(());
+                return Ok(Ended::Closed);
             }
             let can_read = !self.closing
                 && self.pending.len() < max_inflight
@@ -219,7 +238,7 @@ impl Session {
                 ready = self.stream.readable(), if can_read => {
                     ready?;
                     if !self.read().await? {
-                        return Ok(());
+                        return Ok(Ended::Closed);
                     }
                 }
                 _ = shutdown.cancelled(), if !self.closing => {
@@ -233,7 +252,12 @@ impl Session {
                 _ = self.idle.tick() => {
                     if self.idle.expired(!self.pending.is_empty()) {
                         limits::count_disconnect("idle_timeout");
-                        return Ok(());
+                        return Ok(Ended::Closed);
+                    }
+                }
+                _ = quiet.tick() => {
+                    if !std::mem::take(&mut self.active) && self.quiescent() {
+                        return Ok(Ended::Quiet);
                     }
                 }
             }
@@ -247,10 +271,19 @@ impl Session {
         if self.rbuf.capacity() - self.rbuf.len() < chunk / 4 {
             self.rbuf.reserve(chunk);
         }
-        match self.stream.try_read_buf(&mut self.rbuf) {
+        // Through `poll_read`, not `try_read_buf`: a short read clears the socket's readiness,
+        // so the next turn of the loop does not spend a syscall to learn it would block.
+        let read = std::future::poll_fn(|cx| match self.stream.poll_read_buf(cx, &mut self.rbuf) {
+            std::task::Poll::Pending => {
+                std::task::Poll::Ready(Err(std::io::ErrorKind::WouldBlock.into()))
+            }
+            ready => ready,
+        });
+        match read.await {
             Ok(0) => return Ok(false),
             Ok(n) => {
                 self.idle.touch();
+                self.active = true;
                 self.metrics.read(n);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
@@ -787,6 +820,7 @@ impl Session {
                 Ok(n) => {
                     self.wbuf.advance(n);
                     self.idle.touch();
+                    self.active = true;
                     self.metrics.wrote(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -804,6 +838,35 @@ impl Session {
             self.wbuf = BytesMut::new();
         }
         Ok(())
+    }
+}
+
+impl Session {
+    /// True when nothing is in flight, buffered or held, and nothing but this session can
+    /// send it a completion: the state can rest without its buffers and channel.
+    fn quiescent(&self) -> bool {
+        self.pending.is_empty()
+            && self.rbuf.is_empty()
+            && self.wbuf.is_empty()
+            && !self.closing
+            && !self.write_blocked
+            && !self.stalled()
+            && self.modes.pubsub.is_none()
+            && self.tx.as_ref().map_or(true, |tx| tx.strong_count() == 1)
+            && self.rx.as_ref().map_or(true, |rx| rx.is_empty())
+    }
+
+    /// Gives back the buffers, scratch space and completion channel of a quiescent session;
+    /// each is created again on first use.
+    fn release(&mut self) {
+        self.rbuf = BytesMut::new();
+        self.wbuf = BytesMut::new();
+        self.pending = VecDeque::new();
+        self.keys = Vec::new();
+        self.scanner = RequestScanner::new(self.shared.scan_limits);
+        self.tx = None;
+        self.rx = None;
+        self.modes.release();
     }
 }
 

@@ -105,12 +105,42 @@ impl ClientStream {
         }
     }
 
+    /// Ready with true once the client has sent bytes the session should read, false when it
+    /// closed or failed. Peeks, so nothing is consumed and no buffer is needed: a resting
+    /// connection holds none. TLS bytes already decrypted count as data at once; raw TLS
+    /// records count too (a record that carries no request only costs one empty read).
+    pub fn poll_has_data(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        let tcp = match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) if s.buffered => return std::task::Poll::Ready(true),
+            Self::Tls(s) => &s.tcp,
+        };
+        let mut probe = [0u8; 1];
+        tcp.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut probe))
+            .map(|peeked| peeked.is_ok_and(|n| n > 0))
+    }
+
     /// Reads what is available without waiting into `buf`'s spare capacity; `Ok(0)` at the
     /// end of the stream, `WouldBlock` when nothing is there yet.
     pub fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
             Self::Plain(s) => s.try_read_buf(buf),
             Self::Tls(s) => s.try_read_buf(buf),
+        }
+    }
+
+    /// Reads into `buf` like `try_read_buf`, but a plaintext read that finds nothing clears the
+    /// socket's readiness and registers `cx` (Pending), so the caller's next wait does not
+    /// spend a syscall to learn it would block. A TLS read reports `WouldBlock` as an error,
+    /// its socket reads having cleared the readiness already.
+    pub fn poll_read_buf(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut BytesMut,
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self {
+            Self::Plain(s) => tokio_util::io::poll_read_buf(std::pin::Pin::new(s), cx, buf),
+            Self::Tls(s) => std::task::Poll::Ready(s.try_read_buf(buf)),
         }
     }
 

@@ -36,6 +36,16 @@ impl Raw {
         self.read_reply()
     }
 
+    /// The underlying socket (to watch for a close).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
+    /// Sends bytes as they are (a pipeline); read the replies with `read_reply`.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
     /// Sends one command and returns its reply as (lossy) text.
     pub fn text(&mut self, args: &[&str]) -> String {
         String::from_utf8_lossy(&self.call(args)).into_owned()

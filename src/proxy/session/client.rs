@@ -31,8 +31,8 @@ pub(super) struct ClientState {
 }
 
 impl ClientState {
-    /// A fresh connection's state (RESP2, no name).
-    pub(super) fn new(session_id: usize, stream: &ClientStream) -> Self {
+    /// A fresh connection's state (RESP2, no name); `created` is when it was accepted.
+    pub(super) fn new(session_id: usize, stream: &ClientStream, created: Instant) -> Self {
         let addr =
             |a: std::io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
         Self {
@@ -40,7 +40,7 @@ impl ClientState {
             proto: 2,
             name: None,
             no_evict: false,
-            created: Instant::now(),
+            created,
             peer: addr(stream.peer_addr()),
             local: addr(stream.local_addr()),
         }

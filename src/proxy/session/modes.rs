@@ -79,6 +79,11 @@ impl Modes {
         }
     }
 
+    /// Gives back scratch capacity while the session rests (nothing is in flight).
+    pub(super) fn release(&mut self) {
+        self.notes = VecDeque::new();
+    }
+
     /// Drops every mode (RESET): transaction, watch, subscriptions, held request.
     pub(super) fn reset(&mut self) {
         self.tx = None;
