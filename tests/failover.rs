@@ -223,3 +223,49 @@ fn a_manual_failover_under_load_costs_no_error() {
     );
     assert!(report.lost_writes(proxy.addr()).is_empty());
 }
+
+/// A client's pipeline held through a failover runs on the promoted replica in the order it
+/// was sent. Each request is re-sent after the map names the new primary; sent as racing
+/// retries, a later `RPUSH` could run before an earlier one (and a `GET` before the `SET`
+/// ahead of it, as the soak benchmark once saw). Every request here is sent only after the
+/// proxy has seen the primary's connection fail, so none has an unknown outcome and each must
+/// be answered, in order.
+#[test]
+fn a_pipeline_held_through_a_failover_runs_in_order() {
+    const DEPTH: usize = 64;
+    let mut cluster = TestCluster::start();
+    // Room for Redis's own election on a loaded machine (it takes 2.5–5 s here).
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| {
+        c.cluster.retry_deadline_ms = 60_000;
+    });
+    proxy.wait_routing(Duration::from_secs(30));
+    let key = format!("{{{}}}ordered", common::load::tag_for_slot(0));
+    let mut client = common::resp::Raw::connect(proxy.addr());
+    client.timeout(Duration::from_secs(90));
+    assert_eq!(client.call(&["DEL", &key]), ":0\r\n");
+
+    let victim = cluster.primary_index_for_slot(0);
+    cluster.kill_node(victim);
+    wait_until(
+        Duration::from_secs(30),
+        "the proxy to see the killed primary's connection fail",
+        || slotway::admin::report::readiness(proxy.shared()).is_err(),
+    );
+    let mut pipeline = Vec::new();
+    for i in 1..=DEPTH {
+        pipeline.extend(common::resp::encode(&["RPUSH", &key, &i.to_string()]));
+    }
+    client.send_bytes(&pipeline);
+    let replies: Vec<String> = (0..DEPTH)
+        .map(|_| String::from_utf8_lossy(&client.frame()).into_owned())
+        .collect();
+    let expected: Vec<String> = (1..=DEPTH).map(|n| format!(":{n}\r\n")).collect();
+    assert_eq!(replies, expected, "RPUSH replies out of order");
+
+    let all = client.call(&["LRANGE", &key, "0", "-1"]);
+    let mut want = format!("*{DEPTH}\r\n");
+    for i in 1..=DEPTH {
+        want.push_str(&format!("${}\r\n{i}\r\n", i.to_string().len()));
+    }
+    assert_eq!(all, want, "the list is not in the order the client sent");
+}

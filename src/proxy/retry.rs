@@ -1,9 +1,14 @@
 //! Re-sending one request after a redirect, a transient cluster error or a lost connection.
 //!
-//! Each retry runs as its own small task so the session keeps serving its other requests and
-//! other clients are never held up; the reply comes back on the session's completion channel
-//! under the request's original tag, so ordering is preserved.
+//! Each retry runs as its own small task so other clients are never held up; the reply comes
+//! back on the session's completion channel under the request's original tag, so replies stay
+//! in request order. A session's retries also *run* in request order: its [`RetryLane`] sends
+//! one at a time, lowest sequence first, and the session sends nothing new while the lane is
+//! busy. Without that, a failover that held a client's pipelined `SET k v` and `GET k` could
+//! release them as two racing tasks and run the `GET` first on the promoted replica (seen in
+//! the soak benchmark: `+OK` for the write, then the old value).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::router::Router;
-use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo};
+use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
 
 /// Shortest wait before re-routing a request by its slot.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -91,6 +96,55 @@ impl Retry {
 /// Runs the retry in its own task.
 pub fn spawn(retry: Retry) {
     tokio::spawn(run(retry));
+}
+
+/// One session's retries, released one at a time in request order.
+///
+/// The next retry is sent only once the previous one has been answered (or failed and come
+/// back to the lane): a retry sent to a node that is still down fails and must not be
+/// overtaken by a later request of the same client that a newer map sends to the promoted
+/// replica. Retries are rare (failovers, slot moves), so going one round trip at a time costs
+/// nothing in the steady state.
+#[derive(Default)]
+pub struct RetryLane {
+    /// Waiting retries by (sequence, part).
+    queued: BTreeMap<(u64, u32), Retry>,
+    /// The retry sent and not yet answered.
+    in_flight: Option<Tag>,
+}
+
+impl RetryLane {
+    /// Queues a retry and sends the lowest queued one if none is in flight.
+    pub fn push(&mut self, retry: Retry) {
+        let tag = retry.origin.reply.tag;
+        self.queued.insert((tag.seq, tag.part), retry);
+        self.pump();
+    }
+
+    /// Notes an answer for `tag`. The next retry is not sent here but by [`Self::pump`] once
+    /// the answer has been handled: if it failed again, its own retry (pushed meanwhile) is
+    /// still the lowest and goes first.
+    pub fn answered(&mut self, tag: Tag) {
+        if self.in_flight == Some(tag) {
+            self.in_flight = None;
+        }
+    }
+
+    /// True while a retry is queued or in flight: the session holds its new requests back.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.is_some() || !self.queued.is_empty()
+    }
+
+    /// Sends the lowest queued retry unless one is in flight.
+    pub fn pump(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if let Some((_, retry)) = self.queued.pop_first() {
+            self.in_flight = Some(retry.origin.reply.tag);
+            spawn(retry);
+        }
+    }
 }
 
 async fn run(r: Retry) {

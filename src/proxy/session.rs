@@ -233,6 +233,7 @@ impl Session {
                     for c in completions.drain(..) {
                         self.on_completion(c);
                     }
+                    self.modes.retries.pump();
                     self.collect_ready();
                 }
                 ready = self.stream.readable(), if can_read => {
@@ -603,6 +604,9 @@ impl Session {
         else {
             return;
         };
+        // Whatever this answer leads to (a reply, or the same request queued again), the lane
+        // releases its next retry only after it has been handled (`pump` in the serve loop).
+        self.modes.retries.answered(c.tag);
         let Some(w) = self.waiting_part(idx, c.tag.part) else {
             return;
         };
@@ -670,7 +674,8 @@ impl Session {
             let w = self.waiting(idx, tag.part);
             (w.slot, w.attempts)
         };
-        retry::spawn(Retry::reroute(self.origin(idx, tag), raw, slot, attempts).avoiding(failed));
+        let retry = Retry::reroute(self.origin(idx, tag), raw, slot, attempts).avoiding(failed);
+        self.modes.retries.push(retry);
     }
 
     fn origin(&mut self, idx: usize, tag: Tag) -> Origin {
@@ -703,12 +708,8 @@ impl Session {
                 }
                 metrics().moved.increment(1);
                 let target = addr.to_string();
-                retry::spawn(Retry::redirect(
-                    self.origin(idx, tag),
-                    raw,
-                    target,
-                    Some(slot),
-                ));
+                let retry = Retry::redirect(self.origin(idx, tag), raw, target, Some(slot));
+                self.modes.retries.push(retry);
                 None
             }
             ServerError::Ask { addr, .. } => {
@@ -718,7 +719,8 @@ impl Session {
                 metrics().ask.increment(1);
                 router.note_ask();
                 let target = addr.to_string();
-                retry::spawn(Retry::redirect(self.origin(idx, tag), raw, target, None));
+                let retry = Retry::redirect(self.origin(idx, tag), raw, target, None);
+                self.modes.retries.push(retry);
                 None
             }
             e @ (ServerError::TryAgain

@@ -22,6 +22,7 @@ use crate::protocol::resp3::{to_resp3, Shape};
 use crate::proxy::classify::{Decision, LocalCmd};
 use crate::proxy::pinned::{blocking_limit, Job, JobKind, PinContext, PinnedHandle};
 use crate::proxy::reshape::shape_for;
+use crate::proxy::retry::RetryLane;
 use crate::proxy::subscriber::{OVERFLOW_TAG, PUSH_TAG};
 
 /// While a request is held, the client's socket is still read (to notice a disconnect) until
@@ -45,12 +46,14 @@ pub(super) struct Modes {
     barrier: bool,
     /// RESP3 clients: the shape of each forwarded request's reply, by sequence number.
     notes: VecDeque<(u64, Shape)>,
+    /// Requests being re-sent after a failure or redirect; new requests wait for them.
+    pub(super) retries: RetryLane,
 }
 
 impl Modes {
     /// True while the client socket should still be read.
     pub(super) fn may_read(&self, buffered: usize) -> bool {
-        (self.held.is_none() && !self.barrier) || buffered < READ_AHEAD
+        (self.held.is_none() && !self.barrier && !self.retries.is_busy()) || buffered < READ_AHEAD
     }
 
     /// True while the client has subscriptions.
@@ -96,7 +99,7 @@ impl Modes {
 impl Session {
     /// True when a request cannot be sent yet.
     pub(super) fn stalled(&self) -> bool {
-        self.modes.held.is_some() || self.modes.barrier
+        self.modes.held.is_some() || self.modes.barrier || self.modes.retries.is_busy()
     }
 
     /// Sends the held request once everything before it has been answered.
