@@ -87,14 +87,16 @@ fn sigterm_finishes_in_flight_requests_closes_idle_clients_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // A request that keeps a primary busy for a few seconds (under Redis's 5 s busy-script limit) (a Lua loop, not a sleep).
-    let mut busy = connect(addr);
-    busy.write_all(b"EVAL \"local i = 0 while i < 60000000 do i = i + 1 end return 7\" 0\r\n")
-        .unwrap();
+    // The primaries, asked before the script starts: asking a node that is running it would
+    // wait for the script to end, and the busy window would pass unseen.
     let nodes: Vec<String> = [0, 8000, 16000]
         .iter()
         .map(|&slot| cluster.primary_for_slot(slot))
         .collect();
+    // A request that keeps a primary busy for a few seconds (under Redis's 5 s busy-script limit) (a Lua loop, not a sleep).
+    let mut busy = connect(addr);
+    busy.write_all(b"EVAL \"local i = 0 while i < 60000000 do i = i + 1 end return 7\" 0\r\n")
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !nodes.iter().any(|a| node_busy(a)) {
         assert!(
