@@ -82,7 +82,9 @@ fn migrating_256_slots_under_load_costs_no_error_and_uses_ask() {
     );
     assert_clean(&focused, &proxy);
     assert_clean(&spread, &proxy);
-    assert!(asks > 0, "no -ASK redirect was followed");
+    // Whether the load met a slot mid-move (asks > 0) is down to timing on a loaded machine;
+    // the -ASK path itself is proven on a slot held open.
+    proxy.assert_follows_ask(&cluster, 300, from, to);
     // The moved keys now live on the target.
     let moved_keys = cluster.dbsize(to);
     assert!(moved_keys > 0);

@@ -231,6 +231,27 @@ impl TestCluster {
         started.elapsed()
     }
 
+    /// Opens a move of `slot` from node `from` to node `to` and leaves it open (the target
+    /// IMPORTING, the source MIGRATING): keys not on the source are answered with `-ASK`.
+    pub fn begin_slot_migration(&self, slot: u16, from: usize, to: usize) {
+        let s = slot.to_string();
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        self.client(to)
+            .call_ok(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id])
+            .expect("SETSLOT IMPORTING");
+        self.client(from)
+            .call_ok(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id])
+            .expect("SETSLOT MIGRATING");
+    }
+
+    /// Whether node `i` holds `key` in a slot it is importing (asked with `ASKING`).
+    pub fn importing_node_has(&self, i: usize, key: &str) -> bool {
+        let mut node = self.client(i);
+        node.call_ok(&["ASKING"]).expect("ASKING");
+        let exists = node.call(&["EXISTS", key]).expect("EXISTS");
+        exists.as_int() == Some(1)
+    }
+
     /// Waits until every running node agrees that node `owner` serves all of `slots`.
     pub fn wait_slots_owned(&self, slots: &[u16], owner: usize, timeout: Duration) {
         let id = self.node_id(owner);

@@ -8,6 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use slotway::config::Config;
+
+use super::cluster::TestCluster;
 use slotway::proxy::{Proxy, Shared};
 
 /// A proxy running for the duration of one test.
@@ -132,6 +134,33 @@ impl TestProxy {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Proves the proxy follows `-ASK`, whatever a load happened to race: opens a move of
+    /// `slot` (served by node `from`) to node `to`, writes a new key there through the proxy
+    /// (the source answers `-ASK`), reads it back, and checks it landed on the target.
+    pub fn assert_follows_ask(&self, cluster: &TestCluster, slot: u16, from: usize, to: usize) {
+        use redis::Commands;
+        assert_eq!(
+            cluster.primary_index_for_slot(slot),
+            from,
+            "slot {slot}'s owner"
+        );
+        cluster.begin_slot_migration(slot, from, to);
+        let before = self.ask_redirects();
+        let key = format!("{{{}}}asked", super::load::tag_for_slot(slot));
+        let mut client = self.client();
+        let () = client.set(&key, "via-ask").expect("SET through -ASK");
+        let got: String = client.get(&key).expect("GET through -ASK");
+        assert_eq!(got, "via-ask");
+        assert!(
+            self.ask_redirects() > before,
+            "no -ASK redirect was followed"
+        );
+        assert!(
+            cluster.importing_node_has(to, &key),
+            "the key is not on the -ASK target"
+        );
     }
 }
 
