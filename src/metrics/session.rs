@@ -8,7 +8,7 @@
 //! never per request.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -333,8 +333,16 @@ impl Drop for SessionMetrics {
     }
 }
 
-/// Counts one client connection (accepted total, open gauge) from accept to close; apart from
-/// [`SessionMetrics`], which a connection only has while it sends requests.
+/// Client connections currently open (INFO's `connected_clients`; the gauge is write-only).
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Client connections open now, as counted by [`Connected`].
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// Counts one client connection (accepted total, open gauge, [`open_connections`]) from accept
+/// to close; apart from [`SessionMetrics`], which a connection only has while it sends requests.
 #[derive(Debug)]
 pub struct Connected(());
 
@@ -344,6 +352,7 @@ impl Connected {
         let g = global();
         g.accepted.increment(1);
         g.client_connections.increment(1.0);
+        OPEN.fetch_add(1, Ordering::Relaxed);
         Self(())
     }
 }
@@ -357,6 +366,7 @@ impl Default for Connected {
 impl Drop for Connected {
     fn drop(&mut self) {
         global().client_connections.decrement(1.0);
+        OPEN.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

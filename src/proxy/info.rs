@@ -2,7 +2,6 @@
 //! `Keyspace` section summed over every shard's primary (and the Redis version the nodes run).
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -10,38 +9,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::protocol::encode;
 
-/// Client connections currently open.
-static CONNECTED: AtomicUsize = AtomicUsize::new(0);
 /// When the proxy started serving.
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
 /// Records the proxy's start time for `uptime_in_seconds` (the first call wins).
 pub fn mark_start() {
     STARTED.get_or_init(Instant::now);
-}
-
-/// Counts one client connection for as long as it lives.
-#[derive(Debug)]
-pub struct ClientGuard(());
-
-impl ClientGuard {
-    /// Counts a newly connected client.
-    pub fn new() -> Self {
-        CONNECTED.fetch_add(1, Ordering::Relaxed);
-        ClientGuard(())
-    }
-}
-
-impl Default for ClientGuard {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for ClientGuard {
-    fn drop(&mut self) {
-        CONNECTED.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// The sections slotway answers (a bit each).
@@ -143,7 +116,7 @@ impl InfoPlan {
             line(
                 &mut text,
                 "connected_clients",
-                CONNECTED.load(Ordering::Relaxed),
+                crate::metrics::session::open_connections(),
             );
             line(&mut text, "maxclients", self.maxclients);
         }
@@ -315,7 +288,7 @@ mod tests {
     #[test]
     fn proxy_sections() {
         mark_start();
-        let _guard = ClientGuard::new();
+        let _guard = crate::metrics::session::Connected::new();
         let plan = InfoPlan {
             sections: Sections(Sections::ALL),
             tcp_port: 7000,

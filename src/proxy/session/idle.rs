@@ -55,7 +55,6 @@ pub fn run(
         id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
         created: std::time::Instant::now(),
         _permit: permit,
-        _counted: crate::proxy::info::ClientGuard::new(),
         _connected: Connected::new(),
     }
     .drive()
@@ -71,7 +70,6 @@ struct Conn {
     /// When the client connected (`CLIENT INFO` age).
     created: std::time::Instant,
     _permit: OwnedSemaphorePermit,
-    _counted: crate::proxy::info::ClientGuard,
     _connected: Connected,
 }
 
