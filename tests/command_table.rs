@@ -2,79 +2,38 @@
 //! subcommand with the same arity, flags and key specs; the same keys as `COMMAND GETKEYS` for sample
 //! invocations; the same error text for malformed ones; and a table learned from `COMMAND` routes alike.
 
+mod common;
+
+use common::standalone::Standalone;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 use slotway::command::{CommandSpec, CommandTable};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::ops::Range;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A throwaway redis-server on a free loopback port, killed on drop.
+/// A throwaway redis-server (the shared harness's, killed on drop) and one connection to it.
 struct Server {
-    child: Child,
     conn: TcpStream,
-    _dir: tempfile::TempDir,
+    _server: Standalone,
 }
 
 impl Server {
     fn start() -> Server {
-        for _ in 0..5 {
-            if let Some(server) = Server::try_start() {
-                return server;
-            }
-        }
-        panic!("could not start redis-server");
-    }
-
-    fn try_start() -> Option<Server> {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(conn) = TcpStream::connect(("127.0.0.1", port)) {
-                conn.set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
-                let mut server = Server {
-                    child,
-                    conn,
-                    _dir: dir,
-                };
-                if server.call(&["PING"]) == OwnedFrame::SimpleString(b"PONG".to_vec()) {
-                    return Some(server);
-                }
-                return None;
-            }
-            if child.try_wait().unwrap().is_some() {
-                return None; // lost the port race
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        let server = Standalone::start();
+        let conn = TcpStream::connect(server.addr()).expect("connect to redis-server");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut server = Server {
+            conn,
+            _server: server,
+        };
+        assert_eq!(
+            server.call(&["PING"]),
+            OwnedFrame::SimpleString(b"PONG".to_vec())
+        );
+        server
     }
 
     fn call(&mut self, args: &[&str]) -> OwnedFrame {
@@ -93,13 +52,6 @@ impl Server {
             assert!(n > 0, "server closed the connection");
             buf.extend_from_slice(&chunk[..n]);
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
