@@ -300,17 +300,12 @@ impl SessionMetrics {
             self.record_run(r);
         }
         shard::with(|s| {
-            if self.bytes_in > 0 {
-                s.bytes_in
-                    .fetch_add(std::mem::take(&mut self.bytes_in), Ordering::Relaxed);
-            }
-            if self.bytes_out > 0 {
-                s.bytes_out
-                    .fetch_add(std::mem::take(&mut self.bytes_out), Ordering::Relaxed);
-            }
+            s.bytes(
+                std::mem::take(&mut self.bytes_in),
+                std::mem::take(&mut self.bytes_out),
+            );
             if inflight != self.inflight {
-                s.inflight
-                    .fetch_add(inflight as i64 - self.inflight as i64, Ordering::Relaxed);
+                s.inflight_change(inflight as i64 - self.inflight as i64);
                 self.inflight = inflight;
             }
             for id in self.dirty.drain(..) {

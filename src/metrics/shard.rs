@@ -2,8 +2,13 @@
 //!
 //! Every thread that runs sessions gets its own shard of atomics (registered once, read by the
 //! scraper), so the once-per-turn flushes of many sessions never fight over one cache line
-//! across cores; a scrape adds the shards up. The owner thread's atomic adds are uncontended
-//! and cost about as much as plain adds.
+//! across cores; a scrape adds the shards up.
+//!
+//! Only the owner thread writes a shard (it is reached through a thread-local), so its counters
+//! are bumped with a relaxed load and store rather than a locked read-modify-write: on x86 a
+//! `lock inc` on the per-slot counter, a likely cache miss among 16,384, stalled the pipeline
+//! and took 5.5% of the proxy's CPU at pipeline depth 16. Readers (the scraper) may see a
+//! count a moment late, never a torn or lost one.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -19,12 +24,12 @@ pub const MAX_COMMANDS: usize = 1024;
 #[derive(Debug)]
 pub struct Shard {
     /// Bytes read from clients.
-    pub bytes_in: AtomicU64,
+    bytes_in: AtomicU64,
     /// Bytes written to clients.
-    pub bytes_out: AtomicU64,
+    bytes_out: AtomicU64,
     /// Change of in-flight requests caused by sessions on this thread (may be negative when a
     /// session moved between threads).
-    pub inflight: AtomicI64,
+    inflight: AtomicI64,
     /// `[ok, error]` replies per command id.
     outcomes: Box<[[AtomicU64; 2]]>,
     /// Latency per command id, allocated on first use.
@@ -51,7 +56,7 @@ impl Shard {
     #[inline]
     pub fn count_slot(&self, slot: u16) {
         if let Some(c) = self.slots.get(usize::from(slot)) {
-            c.fetch_add(1, Ordering::Relaxed);
+            owner_add(c, 1);
         }
     }
 
@@ -60,12 +65,33 @@ impl Shard {
     pub fn outcomes(&self, id: usize, ok: u64, error: u64) {
         if let Some([o, e]) = self.outcomes.get(id) {
             if ok > 0 {
-                o.fetch_add(ok, Ordering::Relaxed);
+                owner_add(o, ok);
             }
             if error > 0 {
-                e.fetch_add(error, Ordering::Relaxed);
+                owner_add(e, error);
             }
         }
+    }
+
+    /// Adds client bytes read and written.
+    #[inline]
+    pub fn bytes(&self, read: u64, written: u64) {
+        if read > 0 {
+            owner_add(&self.bytes_in, read);
+        }
+        if written > 0 {
+            owner_add(&self.bytes_out, written);
+        }
+    }
+
+    /// Adds a change of the in-flight request count.
+    #[inline]
+    pub fn inflight_change(&self, delta: i64) {
+        let c = &self.inflight;
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(delta),
+            Ordering::Relaxed,
+        );
     }
 
     /// The latency histogram of command `id`.
@@ -75,6 +101,12 @@ impl Shard {
             .get(id)
             .map(|cell| cell.get_or_init(|| AtomicHistogram::new(LATENCY_BUCKETS)))
     }
+}
+
+/// Adds `n` to a counter that only the calling thread writes (see the module doc).
+#[inline]
+fn owner_add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 fn registry() -> &'static Mutex<Vec<Arc<Shard>>> {
@@ -179,7 +211,7 @@ mod tests {
         let work = move || {
             with(|s| {
                 s.outcomes(id, 2, 1);
-                s.bytes_in.fetch_add(10, Ordering::Relaxed);
+                s.bytes(10, 0);
                 if let Some(h) = s.duration(id) {
                     h.record_n(Duration::from_millis(1), 3);
                 }
