@@ -193,6 +193,9 @@ impl Session {
         let mut quiet =
             tokio::time::interval_at(Instant::now() + idle::QUIET_PERIOD, idle::QUIET_PERIOD);
         quiet.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Made once, not per turn: a fresh `cancelled()` joins the token's waiter list (a
+        // mutex shared by every session) on each poll and leaves it again when dropped.
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
         loop {
             self.resume_held().await;
             if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
@@ -242,7 +245,7 @@ impl Session {
                         return Ok(Ended::Closed);
                     }
                 }
-                _ = shutdown.cancelled(), if !self.closing => {
+                _ = &mut cancelled, if !self.closing => {
                     // Drain: stop reading, finish what the client already sent.
                     self.closing = true;
                 }
