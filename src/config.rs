@@ -122,7 +122,8 @@ impl Default for MetricsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Worker threads; 0 = one per available core (default 0).
+    /// Worker threads; 0 = one per available core (default 0); 1 runs tokio's current-thread
+    /// scheduler, which costs less per request than a one-worker multi-thread pool.
     pub worker_threads: usize,
 }
 

@@ -168,10 +168,17 @@ fn run_local(mut config: Config, args: LocalArgs) -> Result<()> {
 }
 
 fn run_proxy(config: Config, cluster: Option<LocalCluster>) -> Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.runtime.worker_threads > 0 {
-        builder.worker_threads(config.runtime.worker_threads);
-    }
+    let mut builder = if config.runtime.worker_threads == 1 {
+        // The current-thread scheduler drives the sockets and runs every task on one thread,
+        // without the multi-thread scheduler's hand-offs between its I/O driver and workers.
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if config.runtime.worker_threads > 0 {
+            b.worker_threads(config.runtime.worker_threads);
+        }
+        b
+    };
     let runtime = builder
         .enable_all()
         .thread_name("slotway")

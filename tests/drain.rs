@@ -73,6 +73,9 @@ fn sigterm_finishes_in_flight_requests_closes_idle_clients_and_exits_zero() {
         .args(["--listen", &addr.to_string()])
         .args(["--seeds", &cluster.seeds().join(",")])
         .env("SLOTWAY_CLIENT_DRAIN_GRACE_MS", "15000")
+        // One worker runs the current-thread scheduler (main.rs); the other binary tests run
+        // the default multi-thread one, so the drain covers this one.
+        .env("SLOTWAY_RUNTIME_WORKER_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
