@@ -46,9 +46,10 @@ pub fn run(
     shutdown: CancellationToken,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
-    // Not an `async fn`: its arguments would be stored in the task beside the state they are
-    // moved into. The connection's state is stored once, as `drive`'s receiver.
-    Conn {
+    // Not an `async fn`, and `drive` borrows: an async fn keeps its arguments in the task
+    // beside the locals they are moved into, so `Conn` would be stored twice (96 bytes more
+    // in every idle client's task). The block keeps it once, as its capture.
+    let mut conn = Conn {
         fresh: Some((stream, shared)),
         session: None,
         shutdown,
@@ -56,8 +57,8 @@ pub fn run(
         created: std::time::Instant::now(),
         _permit: permit,
         _connected: Connected::new(),
-    }
-    .drive()
+    };
+    async move { conn.drive().await }
 }
 
 /// One client connection: its socket until the first bytes arrive, its session after.
@@ -74,7 +75,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn drive(mut self) {
+    async fn drive(&mut self) {
         loop {
             // A session that came to rest has been silent for a quiet period already.
             let (stream, shared, silent) = match (&self.session, &self.fresh) {
@@ -115,37 +116,42 @@ impl Conn {
 /// Written as one `poll_fn` over the three events rather than a `select!` of futures: this
 /// state is in every idle client's task, and the futures of `peek()` and `select!` would
 /// add about 200 bytes to it. `poll_peek` keeps its waker in the socket's registration.
-async fn wait_for_data(
-    stream: &ClientStream,
+fn wait_for_data<'a>(
+    stream: &'a ClientStream,
     shared: &Shared,
-    shutdown: &CancellationToken,
+    shutdown: &'a CancellationToken,
     silent: Duration,
-) -> bool {
-    let _resting = Resting::new();
+) -> impl Future<Output = bool> + 'a {
+    let resting = Resting::new();
     let idle_timeout = crate::config::ms(shared.config.client.idle_timeout_ms);
     // Boxed, and only with a timeout: the timer entry would otherwise grow every idle task.
     let mut expire = (!idle_timeout.is_zero())
         .then(|| Box::pin(tokio::time::sleep(idle_timeout.saturating_sub(silent))));
-    let mut cancelled = std::pin::pin!(shutdown.cancelled());
-    std::future::poll_fn(|cx| {
-        if cancelled.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(false);
-        }
-        // A peek, not `readable()`: a socket is reported readable as soon as it is
-        // registered, before any data, and entering the session then would allocate its
-        // buffers for nothing.
-        if let Poll::Ready(has_data) = stream.poll_has_data(cx) {
-            return Poll::Ready(has_data);
-        }
-        if let Some(sleep) = &mut expire {
-            if sleep.as_mut().poll(cx).is_ready() {
-                limits::count_disconnect("idle_timeout");
+    // Not an `async fn`: its four arguments would stay in the state beside what is computed
+    // from them; the block keeps only what the wait needs.
+    async move {
+        let _resting = resting;
+        let mut cancelled = std::pin::pin!(shutdown.cancelled());
+        std::future::poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(false);
             }
-        }
-        Poll::Pending
-    })
-    .await
+            // A peek, not `readable()`: a socket is reported readable as soon as it is
+            // registered, before any data, and entering the session then would allocate its
+            // buffers for nothing.
+            if let Poll::Ready(has_data) = stream.poll_has_data(cx) {
+                return Poll::Ready(has_data);
+            }
+            if let Some(sleep) = &mut expire {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    limits::count_disconnect("idle_timeout");
+                    return Poll::Ready(false);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Counts one connection in [`RESTING`] while it lives.
