@@ -234,35 +234,46 @@ fn split(
     if !evenly {
         return Err("CROSSSLOT Keys in request don't hash to the same slot".into());
     }
+    // Part numbers in the order slots first appear; `order[i]` places key i's reply.
     let mut slots: Vec<u16> = Vec::new();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut part_of: Vec<u32> = Vec::with_capacity(keys.len());
     let mut order = Vec::with_capacity(keys.len());
-    let mut index = std::collections::HashMap::new();
+    let mut sizes: Vec<u32> = Vec::new();
+    let mut index = SlotIndex::default();
     for &k in keys {
         let slot = key_slot(&raw[args[k].clone()]);
-        let part = *index.entry(slot).or_insert_with(|| {
-            slots.push(slot);
-            groups.push(Vec::new());
-            slots.len() - 1
-        });
-        order.push((part as u32, groups[part].len() as u32));
-        groups[part].push(k);
+        let part = index.part(slot, &mut slots);
+        if part == sizes.len() {
+            sizes.push(0);
+        }
+        order.push((part as u32, sizes[part]));
+        sizes[part] += 1;
+        part_of.push(part as u32);
     }
+    // Every part is encoded into one buffer and split off it: one allocation for all parts.
     let name = &raw[args[0].clone()];
+    let body: usize = keys
+        .iter()
+        .flat_map(|&k| &args[k..k + width])
+        .map(|r| r.len() + 16)
+        .sum();
+    let mut out = BytesMut::with_capacity(body + slots.len() * (name.len() + 32));
+    let (flat, start) = members_by_part(&part_of, &sizes);
     let parts = slots
         .iter()
-        .zip(&groups)
-        .map(|(&slot, group)| {
-            let mut out = BytesMut::new();
+        .zip(start.windows(2))
+        .map(|(&slot, span)| {
+            let group = &flat[span[0]..span[1]];
             encode::array_header(&mut out, 1 + group.len() * width);
             encode::bulk(&mut out, name);
-            for &k in group {
+            for &i in group {
+                let k = keys[i];
                 for r in &args[k..k + width] {
                     encode::bulk(&mut out, &raw[r.clone()]);
                 }
             }
             Part {
-                raw: out.freeze(),
+                raw: out.split().freeze(),
                 target: Target::Slot(slot),
                 readonly,
             }
@@ -273,6 +284,55 @@ fn split(
         other => Reduce::Combine(other.into()),
     };
     Ok(Planned::Parts(parts, reduce))
+}
+
+/// Slot to part number, in the order slots are first seen. A linear search while few slots
+/// are involved (the common MGET/MSET of a handful of keys allocates nothing more), a map
+/// beyond that so a request with thousands of keys stays linear.
+#[derive(Default)]
+struct SlotIndex {
+    map: Option<std::collections::HashMap<u16, usize>>,
+}
+
+impl SlotIndex {
+    const LINEAR: usize = 32;
+
+    fn part(&mut self, slot: u16, slots: &mut Vec<u16>) -> usize {
+        if let Some(map) = &mut self.map {
+            return *map.entry(slot).or_insert_with(|| {
+                slots.push(slot);
+                slots.len() - 1
+            });
+        }
+        if let Some(at) = slots.iter().position(|&s| s == slot) {
+            return at;
+        }
+        slots.push(slot);
+        if slots.len() > Self::LINEAR {
+            self.map = Some(slots.iter().enumerate().map(|(i, &s)| (s, i)).collect());
+        }
+        slots.len() - 1
+    }
+}
+
+/// The key positions of each part, in the client's order, as one flat vector and the start
+/// of each part in it (plus the end): `part_of[i]` is key i's part, `sizes[p]` the number of
+/// keys in part p (a counting sort).
+fn members_by_part(part_of: &[u32], sizes: &[u32]) -> (Vec<usize>, Vec<usize>) {
+    let mut start: Vec<usize> = Vec::with_capacity(sizes.len() + 1);
+    let mut at = 0;
+    for &n in sizes {
+        start.push(at);
+        at += n as usize;
+    }
+    start.push(at);
+    let mut flat = vec![0; part_of.len()];
+    let mut next = start.clone();
+    for (i, &p) in part_of.iter().enumerate() {
+        flat[next[p as usize]] = i;
+        next[p as usize] += 1;
+    }
+    (flat, start)
 }
 
 /// The same request to every primary, in the order of the shards' first slots (so `First`

@@ -116,6 +116,42 @@ async fn mget_splits_per_slot_and_remembers_client_order() {
 }
 
 #[tokio::test]
+async fn a_split_over_many_slots_keeps_first_seen_slot_order_and_key_order() {
+    // 200 keys over 50 hash tags, each tag seen four times: past the linear slot search.
+    let keys: Vec<String> = (0..200).map(|i| format!("{{t{}}}k{i}", i % 50)).collect();
+    let mut args = vec!["MGET"];
+    args.extend(keys.iter().map(String::as_str));
+    let indices: Vec<usize> = (1..=keys.len()).collect();
+    let split = Fan::Split {
+        merge: Merge::Values,
+        readonly: true,
+    };
+    let (p, reduce) = parts(run(split, &Config::default(), &args, &indices));
+    // The reference: group by slot in first-seen order, keys in the client's order.
+    let mut slots: Vec<u16> = Vec::new();
+    let mut groups: Vec<Vec<&str>> = Vec::new();
+    let mut order = Vec::new();
+    for k in &keys {
+        let slot = key_slot(k.as_bytes());
+        let part = slots.iter().position(|&s| s == slot).unwrap_or_else(|| {
+            slots.push(slot);
+            groups.push(Vec::new());
+            slots.len() - 1
+        });
+        order.push((part as u32, groups[part].len() as u32));
+        groups[part].push(k);
+    }
+    assert_eq!(p.len(), 50);
+    for ((part, slot), group) in p.iter().zip(&slots).zip(&groups) {
+        let mut want = vec!["MGET"];
+        want.extend(group);
+        assert_eq!(part.raw, wire(&want));
+        assert_eq!(part.target, Target::Slot(*slot));
+    }
+    assert_eq!(reduce, Reduce::Values(order));
+}
+
+#[tokio::test]
 async fn mset_keeps_pairs_together() {
     let split = Fan::Split {
         merge: Merge::AllOk,
