@@ -130,7 +130,17 @@ pub fn classify(
     args: &[Range<usize>],
     keys: &mut Vec<usize>,
 ) -> Decision {
-    let Some(spec) = table.resolve(req, args) else {
+    classify_resolved(table.resolve(req, args), req, args, keys)
+}
+
+/// [`classify`] with the request's command already looked up (None: not in the table).
+pub fn classify_resolved(
+    spec: Option<&CommandSpec>,
+    req: &[u8],
+    args: &[Range<usize>],
+    keys: &mut Vec<usize>,
+) -> Decision {
+    let Some(spec) = spec else {
         return Decision::Error(unknown_command(req, args));
     };
     if let Err(e) = spec.check_arity(args.len()) {

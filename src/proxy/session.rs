@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{classify, Decision, Fan, LocalCmd};
+use super::classify::{classify_resolved, Decision, Fan, LocalCmd};
 use super::emulation::View;
 use super::fanout::{self, Fanout, Prepared};
 use super::retry::{self, Origin, Retry};
@@ -383,14 +383,20 @@ impl Session {
         let commands = self.shared.router.commands();
         let stream = &self.stream;
         let peer = || stream.peer_addr().ok();
-        if let Some(reply) =
-            self.shared
-                .security
-                .check(&mut self.sec, &commands, &raw, args, &mut self.keys, peer)
-        {
+        // Looked up once for both the security check and the classification.
+        let spec = commands.resolve(&raw, args);
+        if let Some(reply) = self.shared.security.check_resolved(
+            &mut self.sec,
+            &commands,
+            spec,
+            &raw,
+            args,
+            &mut self.keys,
+            peer,
+        ) {
             return self.push_reply(reply);
         }
-        let decision = classify(&commands, &raw, args, &mut self.keys);
+        let decision = classify_resolved(spec, &raw, args, &mut self.keys);
         drop(commands);
         let decision = match decision {
             Decision::Eval { slot, readonly } => {

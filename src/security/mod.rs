@@ -134,7 +134,23 @@ impl Security {
         keys: &mut Vec<usize>,
         peer: impl FnOnce() -> Option<SocketAddr>,
     ) -> Option<Bytes> {
-        let spec = table.resolve(req, args)?;
+        self.check_resolved(st, table, table.resolve(req, args), req, args, keys, peer)
+    }
+
+    /// [`Security::check`] with the request's command already looked up in `table` (the
+    /// session resolves it once for this check and for classification).
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_resolved(
+        &self,
+        st: &mut ClientState,
+        table: &Arc<CommandTable>,
+        spec: Option<&CommandSpec>,
+        req: &[u8],
+        args: &[Range<usize>],
+        keys: &mut Vec<usize>,
+        peer: impl FnOnce() -> Option<SocketAddr>,
+    ) -> Option<Bytes> {
+        let spec = spec?;
         if !spec.arity_ok(args.len()) {
             return None;
         }
