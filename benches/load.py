@@ -9,7 +9,8 @@ per request of every process (the direct Redis, the cluster's nodes, redis-bench
 shows the floor a proxy's own cost sits on. Then a memory run: slotway's RSS with N idle
 client connections.
 
-Usage: benches/load.py [--reps 3] [--requests 200000] [--idle 10000] [--threads 1] [--binary PATH]
+Usage: benches/load.py [--reps 3] [--requests 200000] [--idle 10000] [--threads 1] [--twemproxy]
+                       [--binary PATH]
 Needs redis-server and redis-benchmark (tests/install-deps.sh) and a release build
 (`cargo build --release`; --binary overrides target/release/slotway). Every process it starts
 is stopped on exit. Only loopback addresses are used; every run is bounded by -n.
@@ -117,7 +118,8 @@ def wait_port(port, timeout=60):
     while time.time() < end:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
+                # Multibulk: twemproxy does not read inline commands.
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
                 if s.recv(16).startswith(b"+PONG"):
                     return
         except OSError:
@@ -162,6 +164,54 @@ def idle_clients(port, count):
     return socks
 
 
+def start_redis(port, data_dir, *extra):
+    """A standalone redis-server with the cluster's persistence (appendonly yes)."""
+    os.makedirs(data_dir)
+    return subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes", "--dir", data_dir, "--daemonize", "no",
+         "--logfile", os.path.join(data_dir, "log"), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def start_twemproxy(tmp, procs):
+    """twemproxy (Debian's nutcracker) over three standalone Redis servers: a single-threaded
+    C proxy doing the same socket work per request as slotway, measured at the same moment
+    as a yardstick. It hashes keys itself (no cluster, no MOVED), so it does less than
+    slotway, never more."""
+    ports = [free_port() for _ in range(3)]
+    servers = [start_redis(p, os.path.join(tmp, f"tw{i}")) for i, p in enumerate(ports)]
+    procs.extend(servers)
+    for p in ports:
+        wait_port(p)
+    listen = free_port()
+    conf = os.path.join(tmp, "nutcracker.yml")
+    with open(conf, "w") as f:
+        f.write(f"bench:\n  listen: 127.0.0.1:{listen}\n  hash: fnv1a_64\n"
+                "  distribution: ketama\n  redis: true\n  auto_eject_hosts: false\n"
+                "  servers:\n" + "".join(f"   - 127.0.0.1:{p}:1\n" for p in ports))
+    tw = subprocess.Popen(
+        ["nutcracker", "-c", conf, "-s", str(free_port()), "-o", os.path.join(tmp, "nutcracker.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    procs.append(tw)
+    return ("twemproxy", listen, tw, servers)
+
+
+def print_peer(scenarios, results, peer):
+    """The same medians for another proxy measured in the same repetitions."""
+    print()
+    print(f"{peer}, same repetitions (medians):")
+    print(f"{'scenario':10} {'req/s':>10} {'ratio':>6} {'CPU us/req':>10} {'vs redis':>8} "
+          f"{'| slotway CPU':>13} {'vs redis':>8}")
+    for name, _, _ in scenarios:
+        med = lambda rows, i: statistics.median(r[i] for r in rows)
+        d, p, s = (results[(name, t)] for t in ("direct", peer, "slotway"))
+        print(f"{name:10} {med(p, 0):>10.0f} {med(p, 0) / med(d, 0):>6.2f} {med(p, 3):>10.2f} "
+              f"{med(p, 3) / med(d, 4):>8.2f} {med(s, 3):>13.2f} {med(s, 3) / med(d, 4):>8.2f}")
+
+
 def print_summary(scenarios, results):
     """Medians per scenario: throughput and latency against direct, then every process's CPU.
 
@@ -197,6 +247,8 @@ def main():
     ap.add_argument("--only", help="comma-separated scenario names to run (default: all)")
     # The peers in issue 7 were measured as one single-threaded proxy; on this 2-core machine
     # the other core is needed by redis-benchmark and the Redis servers.
+    ap.add_argument("--twemproxy", action="store_true",
+                    help="also measure twemproxy (apt-get install nutcracker) as a yardstick")
     ap.add_argument("--threads", type=int, default=1,
                     help="slotway's runtime.worker_threads (default 1; 0 = one per core)")
     args = ap.parse_args()
@@ -234,19 +286,17 @@ def main():
                  "SLOTWAY_CLIENT_MAX_CONNECTIONS": str(args.idle + 100)},
         )
         procs.append(slotway)
-        standalone_dir = os.path.join(tmp.name, "standalone")
-        os.makedirs(standalone_dir)
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(direct_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--dir", standalone_dir, "--daemonize", "no",
-             "--logfile", os.path.join(standalone_dir, "log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        redis = start_redis(direct_port, os.path.join(tmp.name, "standalone"))
         procs.append(redis)
-        wait_port(direct_port)
+        # Proxy processes and the servers behind each, by target name.
+        targets = [("direct", direct_port, None, [redis]), ("slotway", proxy_port, slotway, None)]
+        if args.twemproxy:
+            targets.append(start_twemproxy(tmp.name, procs))
         wait_routing(proxy_port)
         # The cluster's redis-server processes, children of `slotway local`.
         nodes = children(slotway.pid)
+        for _, port, _, _ in targets:
+            wait_port(port)
 
         scenarios = SCENARIOS
         if args.only:
@@ -255,18 +305,20 @@ def main():
         results = {}
         for rep in range(args.reps):
             for name, test, pipeline in scenarios:
-                for target, port in (("direct", direct_port), ("slotway", proxy_port)):
-                    servers = [redis.pid] if target == "direct" else nodes
-                    cpu0, srv0, bench0 = cpu_seconds(slotway.pid), group_cpu(servers), bench_cpu()
+                for target, port, proxy, servers in targets:
+                    proxy_pid = proxy.pid if proxy else None
+                    server_pids = [p.pid for p in servers] if servers else nodes
+                    cpu0 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+                    srv0, bench0 = group_cpu(server_pids), bench_cpu()
                     rps, p50, p99 = bench(port, test, pipeline, args.requests)
                     per_req = lambda d: d / args.requests * 1e6
-                    cpu_us = per_req(cpu_seconds(slotway.pid) - cpu0)
-                    srv_us = per_req(group_cpu(servers) - srv0)
+                    cpu_us = per_req(cpu_seconds(proxy_pid) - cpu0) if proxy_pid else 0.0
+                    srv_us = per_req(group_cpu(server_pids) - srv0)
                     bench_us = per_req(bench_cpu() - bench0)
                     results.setdefault((name, target), []).append(
                         (rps, p50, p99, cpu_us, srv_us, bench_us))
-                    print(f"rep {rep + 1} {name:10} {target:8} {rps:>10.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms"
-                          + (f"  slotway CPU {cpu_us:.2f} us/req" if target == "slotway" else "")
+                    print(f"rep {rep + 1} {name:10} {target:9} {rps:>10.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms"
+                          + (f"  proxy CPU {cpu_us:.2f} us/req" if proxy_pid else "")
                           + f"  redis {srv_us:.2f}  redis-benchmark {bench_us:.2f} us/req",
                           flush=True)
 
@@ -274,6 +326,8 @@ def main():
         print(f"medians over {args.reps} repetitions, -c 50 -r 100000 -n {args.requests}, "
               f"slotway worker_threads = {args.threads}:")
         print_summary(scenarios, results)
+        if args.twemproxy:
+            print_peer(scenarios, results, "twemproxy")
 
         if args.idle > 0:
             before = rss_kib(slotway.pid)
