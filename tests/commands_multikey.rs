@@ -1,6 +1,7 @@
 //! Multi-key commands through the proxy against a real 3-shard cluster: MGET/MSET/DEL/EXISTS/
 //! UNLINK/TOUCH split across slots with exact merged results, atomic multi-key commands
-//! refused with Redis's exact CROSSSLOT text, and a split part following a MOVED on its own.
+//! refused with Redis's exact CROSSSLOT text, and a split part following a MOVED or an ASK on
+//! its own while the other parts for its node, sent with it in one request, are answered.
 
 mod common;
 
@@ -199,4 +200,52 @@ fn a_split_part_follows_moved_alone() {
     let got: Vec<String> = redis::cmd("MGET").arg(&mget).query(&mut con).unwrap();
     assert_eq!(got[0], "moved-value");
     assert!(got[1..].iter().all(|v| v == "x"));
+}
+
+#[test]
+fn a_part_sent_with_others_to_one_node_follows_ask_alone() {
+    let cluster = TestCluster::start_with(3, 0);
+    let proxy = TestProxy::start(cluster.seeds());
+    let mut con = proxy.client();
+    let moving: u16 = 100;
+    let from = cluster.primary_index_for_slot(moving);
+    let to = (0..16384u16)
+        .step_by(512)
+        .map(|s| cluster.primary_index_for_slot(s))
+        .find(|&i| i != from)
+        .expect("another primary");
+    // Keys in five more slots of the same primary: their parts go in the same request as the
+    // migrating slot's part, whose reply is -ASK.
+    let same_node: Vec<String> = (moving + 1..16384)
+        .filter(|&s| cluster.primary_index_for_slot(s) == from)
+        .take(5)
+        .map(|s| format!("{{{}}}same", common::load::tag_for_slot(s)))
+        .collect();
+    assert_eq!(same_node.len(), 5);
+    let asked = format!("{{{}}}asked", common::load::tag_for_slot(moving));
+    cluster.begin_slot_migration(moving, from, to);
+    let before = proxy.ask_redirects();
+
+    let mut all = vec![asked.clone()];
+    all.extend(same_node.iter().cloned());
+    all.extend(keys("elsewhere", 10));
+    let mut mset = redis::cmd("MSET");
+    for k in &all {
+        mset.arg(k).arg(format!("value of {k}"));
+    }
+    let ok: String = mset.query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    let got: Vec<String> = redis::cmd("MGET").arg(&all).query(&mut con).unwrap();
+    let want: Vec<String> = all.iter().map(|k| format!("value of {k}")).collect();
+    assert_eq!(got, want);
+    assert!(proxy.ask_redirects() > before, "no -ASK was followed");
+    assert!(
+        cluster.importing_node_has(to, &asked),
+        "the migrating slot's key is not on the importing node"
+    );
+    let mut node = direct(&cluster.primary_for_slot(moving));
+    for k in &same_node {
+        let v: Option<String> = node.get(k).unwrap();
+        assert_eq!(v.as_deref(), Some(format!("value of {k}").as_str()), "{k}");
+    }
 }

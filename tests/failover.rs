@@ -269,3 +269,50 @@ fn a_pipeline_held_through_a_failover_runs_in_order() {
     }
     assert_eq!(all, want, "the list is not in the order the client sent");
 }
+
+/// A cross-slot MSET whose parts for the dead primary travel as one request: that request
+/// fails whole, each part is retried on its own, and every key lands once a replica took over.
+#[test]
+fn a_split_request_held_through_a_failover_completes() {
+    let mut cluster = TestCluster::start();
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| {
+        c.cluster.retry_deadline_ms = 60_000;
+    });
+    proxy.wait_routing(Duration::from_secs(30));
+    let victim = cluster.primary_index_for_slot(0);
+    let on_victim = cluster.slots_of(victim);
+    let elsewhere = (0..16384u16).filter(|s| !on_victim.contains(s));
+    // Five slots on the dying primary (one request for them) and five on the others.
+    let keys: Vec<String> = on_victim
+        .iter()
+        .step_by(97)
+        .take(5)
+        .chain(elsewhere.step_by(1999).take(5).collect::<Vec<_>>().iter())
+        .map(|&s| format!("{{{}}}split-failover", common::load::tag_for_slot(s)))
+        .collect();
+    assert_eq!(keys.len(), 10);
+    let mut client = common::resp::Raw::connect(proxy.addr());
+    client.timeout(Duration::from_secs(90));
+
+    cluster.kill_node(victim);
+    wait_until(
+        Duration::from_secs(30),
+        "the proxy to see the killed primary's connection fail",
+        || slotway::admin::report::readiness(proxy.shared()).is_err(),
+    );
+    let mut mset = vec!["MSET".to_string()];
+    for k in &keys {
+        mset.extend([k.clone(), format!("value of {k}")]);
+    }
+    let mset: Vec<&str> = mset.iter().map(String::as_str).collect();
+    assert_eq!(client.call(&mset), "+OK\r\n");
+
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    let mut want = format!("*{}\r\n", keys.len());
+    for k in &keys {
+        let v = format!("value of {k}");
+        want.push_str(&format!("${}\r\n{v}\r\n", v.len()));
+    }
+    assert_eq!(client.call(&mget), want);
+}

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo};
+use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, MAX_REPLY_DEPTH};
 use crate::metrics::histogram::AtomicHistogram;
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
 use crate::tls::{UpstreamRead, UpstreamStream, UpstreamTls, UpstreamWrite};
@@ -31,8 +31,6 @@ const WRITE_BATCH: usize = 256;
 const COPY_LIMIT: usize = 64 << 10;
 /// Read chunk reserved when the read buffer runs low.
 const READ_CHUNK: usize = 64 << 10;
-/// Deepest reply nesting accepted from a node.
-const MAX_REPLY_DEPTH: usize = 64;
 /// At most one warning per connection this often about a node that cannot be reached; the
 /// others go to debug, so a dead node does not flood the log while the backoff retries.
 const WARN_EVERY: Duration = Duration::from_secs(30);
@@ -195,6 +193,8 @@ enum InFlight {
     Request {
         reply: ReplyTo,
         raw: Bytes,
+        /// Replies it is owed (commands in `raw`); they are delivered together.
+        replies: u32,
         sent_at: Instant,
         /// Durable mode: followed by a `WAIT`; holds the command's own reply until the
         /// WAIT's reply arrives.
@@ -547,6 +547,7 @@ async fn write_loop(
                 q.push_back(InFlight::Request {
                     reply: req.reply,
                     raw: req.raw,
+                    replies: req.replies.max(1),
                     sent_at: now,
                     durable,
                 });
@@ -569,27 +570,37 @@ async fn write_loop(
 /// A request completed by a reply: where it goes, its bytes, the reply, and when it was written.
 type Answered = (ReplyTo, Bytes, Bytes, ReplyKind, Instant);
 
-/// A reply frame is for the FIFO's head. Returns the request it completes, if any (an
-/// `ASKING` reply completes nothing; a durable request's own reply waits for its `WAIT`).
+/// Replies the FIFO's head is owed, or None when the FIFO is empty (the writer may be about
+/// to add an entry, so the answer must be asked again).
+fn head_wants(q: &VecDeque<InFlight>) -> Option<u32> {
+    q.front().map(|e| match e {
+        InFlight::Asking => 1,
+        InFlight::Request { replies, .. } => *replies,
+    })
+}
+
+/// A reply frame (or the run of frames a request of several commands is owed) is for the
+/// FIFO's head. Returns the request it completes, if any (an `ASKING` reply completes
+/// nothing; a durable request's own reply waits for its `WAIT`), and what the next head wants.
 fn take_answered(
     fifo: &Fifo,
     frame: Bytes,
     kind: ReplyKind,
     wait: Option<&DurableWait>,
-) -> Result<Option<Answered>, ConnError> {
+) -> Result<(Option<Answered>, Option<u32>), ConnError> {
     let mut q = fifo.lock().unwrap_or_else(PoisonError::into_inner);
     match q.front_mut() {
         None => return Err(ConnError::Protocol("reply without a request".into())),
         Some(InFlight::Asking) => {
             q.pop_front();
-            return Ok(None);
+            return Ok((None, head_wants(&q)));
         }
         Some(InFlight::Request {
             durable: Some(held @ None),
             ..
         }) => {
             *held = Some((frame, kind));
-            return Ok(None);
+            return Ok((None, Some(1)));
         }
         Some(InFlight::Request { .. }) => {}
     }
@@ -598,18 +609,21 @@ fn take_answered(
         raw,
         durable,
         sent_at,
+        ..
     }) = q.pop_front()
     else {
-        return Ok(None);
+        return Ok((None, head_wants(&q)));
     };
+    let next = head_wants(&q);
     drop(q);
-    Ok(Some(match (durable, wait) {
+    let answered = match (durable, wait) {
         (Some(Some((own, own_kind))), Some(w)) => {
             let (out, kind) = w.verdict(own, own_kind, &frame);
             (reply, raw, out, kind, sent_at)
         }
         _ => (reply, raw, frame, kind, sent_at),
-    }))
+    };
+    Ok((Some(answered), next))
 }
 
 async fn read_loop(
@@ -623,26 +637,43 @@ async fn read_loop(
     let mut run = LatencyRun::default();
     // When the bytes being scanned arrived; one clock read per socket read.
     let mut read_at = Instant::now();
+    // Complete frames kept at the front of `buf` for a head owed several (bytes, frames),
+    // and what the head wants, when known.
+    let (mut held, mut held_frames) = (0usize, 0u32);
+    let mut wants: Option<u32> = None;
     loop {
         while let Some(r) = scanner
-            .scan(&buf)
+            .scan(&buf[held..])
             .map_err(|e| ConnError::Protocol(e.to_string()))?
         {
-            let frame = buf.split_to(r.len).freeze();
-            match take_answered(fifo, frame, r.kind, s.wait.as_ref())? {
-                Some((reply, raw, frame, kind, sent_at)) => {
-                    if let Some(h) = latency {
-                        run.add(sent_at, read_at, h);
-                    }
-                    deliver(reply, raw, Outcome::Reply(frame, kind))
+            held += r.len;
+            held_frames += 1;
+            let want = match wants {
+                Some(w) => w,
+                None => head_wants(&fifo.lock().unwrap_or_else(PoisonError::into_inner))
+                    .ok_or_else(|| ConnError::Protocol("reply without a request".into()))?,
+            };
+            if held_frames < want {
+                wants = Some(want);
+                continue;
+            }
+            let frame = buf.split_to(held).freeze();
+            (held, held_frames) = (0, 0);
+            let (answered, next) = take_answered(fifo, frame, r.kind, s.wait.as_ref())?;
+            wants = next;
+            if let Some((reply, raw, frame, kind, sent_at)) = answered {
+                if let Some(h) = latency {
+                    run.add(sent_at, read_at, h);
                 }
-                None => continue,
+                deliver(reply, raw, Outcome::Reply(frame, kind))
             }
         }
         if let Some(h) = latency {
             run.flush(read_at, h);
         }
-        if buf.len() > s.max_reply_bytes {
+        // The bound is per reply: frames held for a request of several commands are replies
+        // the session would hold anyway.
+        if buf.len() - held > s.max_reply_bytes {
             return Err(ConnError::Protocol(
                 "reply exceeds backend.max_reply_bytes".into(),
             ));

@@ -17,12 +17,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::ConnSettings;
+use super::{ConnSettings, MAX_REPLY_DEPTH};
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
 use crate::tls::UpstreamStream;
 
 /// Deepest reply nesting accepted on a dedicated connection.
-const MAX_REPLY_DEPTH: usize = 64;
 /// Read chunk reserved when the read buffer runs low.
 const READ_CHUNK: usize = 16 << 10;
 /// Idle connections kept per node; more are closed when handed back.

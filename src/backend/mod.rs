@@ -15,13 +15,27 @@ use tokio::sync::mpsc;
 
 use crate::protocol::ReplyKind;
 
+/// Deepest reply nesting accepted from a node.
+pub const MAX_REPLY_DEPTH: usize = 64;
+
 /// Identifies which of a session's requests (and which part of it) a reply belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tag {
     /// The session's sequence number of the client request.
     pub seq: u64,
-    /// The part of a split request (0 for an unsplit one).
+    /// The part of a split request (0 for an unsplit one), or [`Tag::GROUP`] plus the index
+    /// of a group of parts sent to one node together.
     pub part: u32,
+}
+
+impl Tag {
+    /// Set in `part` when the request carries several parts of a split request at once.
+    pub const GROUP: u32 = 1 << 31;
+
+    /// The group index, when this tag names a group of parts.
+    pub fn group(self) -> Option<u32> {
+        (self.part & Self::GROUP != 0).then_some(self.part & !Self::GROUP)
+    }
 }
 
 /// Where a backend delivers the outcome of one request.
@@ -43,6 +57,10 @@ pub struct BackendRequest {
     /// Follow the command with the connection's `WAIT` and acknowledge only once enough
     /// replicas confirmed (durable-write mode).
     pub durable: bool,
+    /// Commands in `raw`, each answered by one reply: 1, or more for parts of a split request
+    /// sent to one node together, whose replies are delivered as one frame run. A request of
+    /// several commands is never durable and never needs `ASKING`.
+    pub replies: u32,
     /// Where the reply goes.
     pub reply: ReplyTo,
 }

@@ -456,6 +456,9 @@ pub struct Fanout {
     /// Parts still in flight.
     left: usize,
     reduce: Reduce,
+    /// Parts sent to one node as one request, by group index (`Tag::GROUP`): each part's
+    /// number and the length of its bytes in the group's request. Emptied when answered.
+    groups: Vec<Vec<(u32, usize)>>,
 }
 
 impl Fanout {
@@ -483,6 +486,7 @@ impl Fanout {
                 parts: states,
                 left,
                 reduce,
+                groups: Vec::new(),
             },
             sends,
         )
@@ -494,6 +498,21 @@ impl Fanout {
             (w, None) => Some(w),
             (_, Some(_)) => None,
         }
+    }
+
+    /// Records that `members` (part, request length) were sent together; returns the group's
+    /// index for its tag.
+    pub fn add_group(&mut self, members: Vec<(u32, usize)>) -> u32 {
+        self.groups.push(members);
+        (self.groups.len() - 1) as u32
+    }
+
+    /// The members of group `g`, once: a group is answered by one completion.
+    pub fn take_group(&mut self, g: u32) -> Vec<(u32, usize)> {
+        self.groups
+            .get_mut(g as usize)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Records the final reply of `part`; returns the merged reply once every part is in.

@@ -177,6 +177,7 @@ async fn run(r: Retry) {
             raw: r.raw,
             asking: r.asking,
             durable: r.origin.durable,
+            replies: 1,
             reply: r.origin.reply,
         },
         r.origin.affinity,

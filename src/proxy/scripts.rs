@@ -142,6 +142,7 @@ pub fn spawn_reload(shared: &Shared, origin: Origin, body: Bytes, raw: Bytes, sl
                 raw: load.clone(),
                 asking: false,
                 durable: false,
+                replies: 1,
                 reply: ReplyTo {
                     tx: tx.clone(),
                     tag: Tag {

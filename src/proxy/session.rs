@@ -13,6 +13,7 @@
 mod client;
 mod idle;
 mod modes;
+mod parts;
 mod subscribe;
 mod transaction;
 
@@ -26,9 +27,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{classify_resolved, Decision, Fan, LocalCmd};
+use super::classify::{classify_resolved, Decision, LocalCmd};
 use super::emulation::View;
-use super::fanout::{self, Fanout, Prepared};
+use super::fanout::Fanout;
 use super::retry::{self, Origin, Retry};
 use super::Shared;
 use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
@@ -457,46 +458,6 @@ impl Session {
         }
     }
 
-    /// Plans a fanned-out request, sends its parts, and queues its pending state.
-    async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
-        let tcp_port = self.stream.local_addr().map_or(0, |a| a.port());
-        let written: Vec<std::net::SocketAddr> = match fan {
-            Fan::Wait => self.written.drain(..).map(|p| p.addr()).collect(),
-            _ => Vec::new(),
-        };
-        let at = fanout::At {
-            written: &written,
-            tcp_port,
-            resp3: self.client.resp3(),
-        };
-        let (state, sends) = match fanout::prepare(fan, &self.shared, &raw, args, &self.keys, at) {
-            Prepared::Reply(reply) => return self.push_reply(reply),
-            Prepared::Send(state, sends) => (state, sends),
-        };
-        let seq = self.push_pending(Pending::Fanout(state)).seq;
-        let idx = self.pending.len() - 1;
-        for (part, send) in sends.into_iter().enumerate() {
-            let tag = Tag {
-                seq,
-                part: part as u32,
-            };
-            let durable = send.write && self.shared.config.cluster.durable_writes;
-            if send.write {
-                self.note_write(&send.pool);
-                if let Some(w) = self.waiting_part(idx, tag.part) {
-                    w.durable = durable;
-                }
-            }
-            let req = BackendRequest {
-                raw: send.raw,
-                asking: false,
-                durable,
-                reply: self.reply_to(tag),
-            };
-            send.pool.send(req, self.id).await;
-        }
-    }
-
     /// Remembers a primary this client wrote to, for WAIT.
     fn note_write(&mut self, pool: &Arc<NodePool>) {
         if !self.written.iter().any(|p| Arc::ptr_eq(p, pool)) {
@@ -541,6 +502,7 @@ impl Session {
             raw,
             asking: false,
             durable,
+            replies: 1,
             reply: self.reply_to(tag),
         };
         pool.send(req, self.id).await;
@@ -602,6 +564,9 @@ impl Session {
     }
 
     fn on_completion(&mut self, c: Completion) {
+        if let Some(group) = c.tag.group() {
+            return self.on_group_completion(group, c);
+        }
         let Some(c) = self.special_completion(c) else {
             return;
         };

@@ -1,0 +1,143 @@
+//! Fanned-out requests: sending a request's parts, the parts bound for one node together as
+//! one backend request, and splitting that request's run of replies back into one completion
+//! per part, so redirects, retries and the merge see each part as if it had been sent alone.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{error_frame, Pending, Session};
+use crate::backend::{BackendRequest, Completion, NodePool, Outcome, Tag};
+use crate::protocol::ReplyKind;
+use crate::proxy::classify::Fan;
+use crate::proxy::fanout::{self, Prepared};
+
+/// The parts of a fanned-out request bound for one node: their numbers and bytes.
+type Batch = (Arc<NodePool>, Vec<(u32, Bytes)>);
+
+impl Session {
+    /// Plans a fanned-out request, sends its parts, and queues its pending state.
+    pub(super) async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
+        let tcp_port = self.stream.local_addr().map_or(0, |a| a.port());
+        let written: Vec<std::net::SocketAddr> = match fan {
+            Fan::Wait => self.written.drain(..).map(|p| p.addr()).collect(),
+            _ => Vec::new(),
+        };
+        let at = fanout::At {
+            written: &written,
+            tcp_port,
+            resp3: self.client.resp3(),
+        };
+        let (state, sends) = match fanout::prepare(fan, &self.shared, &raw, args, &self.keys, at) {
+            Prepared::Reply(reply) => return self.push_reply(reply),
+            Prepared::Send(state, sends) => (state, sends),
+        };
+        let seq = self.push_pending(Pending::Fanout(state)).seq;
+        let idx = self.pending.len() - 1;
+        // The parts bound for one node go as one request: one queue message, one reply slot
+        // and one completion instead of one per slot. A durable part goes alone, since each
+        // carries its own WAIT.
+        let mut batches: Vec<Batch> = Vec::new();
+        for (part, send) in sends.into_iter().enumerate() {
+            let part = part as u32;
+            let durable = send.write && self.shared.config.cluster.durable_writes;
+            if send.write {
+                self.note_write(&send.pool);
+                if let Some(w) = self.waiting_part(idx, part) {
+                    w.durable = durable;
+                }
+            }
+            if durable {
+                let req = BackendRequest {
+                    raw: send.raw,
+                    asking: false,
+                    durable,
+                    replies: 1,
+                    reply: self.reply_to(Tag { seq, part }),
+                };
+                send.pool.send(req, self.id).await;
+                continue;
+            }
+            match batches.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &send.pool)) {
+                Some((_, members)) => members.push((part, send.raw)),
+                None => batches.push((send.pool, vec![(part, send.raw)])),
+            }
+        }
+        for (pool, mut members) in batches {
+            let req = match members.len() {
+                1 => {
+                    let (part, raw) = members.swap_remove(0);
+                    BackendRequest {
+                        raw,
+                        asking: false,
+                        durable: false,
+                        replies: 1,
+                        reply: self.reply_to(Tag { seq, part }),
+                    }
+                }
+                n => {
+                    let mut raw = BytesMut::with_capacity(members.iter().map(|m| m.1.len()).sum());
+                    for (_, r) in &members {
+                        raw.extend_from_slice(r);
+                    }
+                    let lengths = members.iter().map(|(p, r)| (*p, r.len())).collect();
+                    let Some(Pending::Fanout(f)) = self.pending.get_mut(idx) else {
+                        return;
+                    };
+                    let group = f.add_group(lengths);
+                    BackendRequest {
+                        raw: raw.freeze(),
+                        asking: false,
+                        durable: false,
+                        replies: n as u32,
+                        reply: self.reply_to(Tag {
+                            seq,
+                            part: Tag::GROUP | group,
+                        }),
+                    }
+                }
+            };
+            pool.send(req, self.id).await;
+        }
+    }
+
+    /// Splits the answer to a group of parts sent to one node together into one completion
+    /// per part, each then handled (redirected, retried, merged) as if sent alone.
+    pub(super) fn on_group_completion(&mut self, group: u32, c: Completion) {
+        let seq = c.tag.seq;
+        let idx = seq
+            .checked_sub(self.base_seq)
+            .and_then(|i| usize::try_from(i).ok());
+        let members = match idx.and_then(|i| self.pending.get_mut(i)) {
+            Some(Pending::Fanout(f)) => f.take_group(group),
+            _ => return,
+        };
+        let mut at = 0;
+        let mut frames = match c.outcome {
+            Outcome::Reply(frames, _) => Ok(frames),
+            Outcome::Failed(err) => Err(err),
+        };
+        let mut scanner = crate::protocol::ResponseScanner::new(crate::backend::MAX_REPLY_DEPTH);
+        for (part, len) in members {
+            let raw = c.raw.slice(at..(at + len).min(c.raw.len()));
+            at += len;
+            let outcome = match &mut frames {
+                Err(err) => Outcome::Failed(err.clone()),
+                // The connection counted these frames already; one that is not there is a
+                // broken promise, answered as an error rather than left hanging.
+                Ok(rest) => match scanner.scan(rest) {
+                    Ok(Some(r)) => Outcome::Reply(rest.split_to(r.len), r.kind),
+                    _ => Outcome::Reply(
+                        error_frame("ERR slotway: a node's reply to a batch was cut short"),
+                        ReplyKind::Error,
+                    ),
+                },
+            };
+            self.on_completion(Completion {
+                tag: Tag { seq, part },
+                raw,
+                outcome,
+            });
+        }
+    }
+}
