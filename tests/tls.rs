@@ -188,25 +188,34 @@ fn tls_cluster_files(dir: &Path, ca: &Ca) -> NodeTls {
     }
 }
 
+/// A cluster CA's node certificates and the proxy's client identity from the same CA (the
+/// nodes ask for client certificates: tls-auth-clients yes by default).
+fn upstream_certs(dir: &Path) -> (NodeTls, Files) {
+    let ca = Ca::new("cluster CA");
+    let files = tls_cluster_files(dir, &ca);
+    let proxy_id = write_pair(dir, "slotway", &ca.issue("slotway", &["slotway"]));
+    (files, proxy_id)
+}
+
+/// Upstream TLS trusting `ca`, presenting `id` to the nodes.
+fn upstream_tls(c: &mut Config, ca: &Path, id: &Files) {
+    c.upstream_tls.enabled = true;
+    c.upstream_tls.ca_file = path_str(ca);
+    c.upstream_tls.cert_file = path_str(&id.cert);
+    c.upstream_tls.key_file = path_str(&id.key);
+}
+
 #[test]
 fn upstream_tls_to_a_tls_only_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("cluster CA");
-    let files = tls_cluster_files(dir.path(), &ca);
-    // The nodes ask for client certificates (tls-auth-clients yes by default).
-    let proxy_id = write_pair(dir.path(), "slotway", &ca.issue("slotway", &["slotway"]));
+    let (files, proxy_id) = upstream_certs(dir.path());
     let other_ca = write(
         dir.path(),
         "other-ca.crt",
         &Ca::new("not the cluster's").pem(),
     );
     let cluster = TlsCluster::start(3, files.clone());
-    let upstream = |c: &mut Config, ca: &Path| {
-        c.upstream_tls.enabled = true;
-        c.upstream_tls.ca_file = path_str(ca);
-        c.upstream_tls.cert_file = path_str(&proxy_id.cert);
-        c.upstream_tls.key_file = path_str(&proxy_id.key);
-    };
+    let upstream = |c: &mut Config, ca: &Path| upstream_tls(c, ca, &proxy_id);
 
     let proxy = TestProxy::spawn(cluster.seeds(), |c| upstream(c, &files.ca));
     wait_until(DEADLINE, "the proxy to route over TLS", || proxy.is_ready());
@@ -277,6 +286,58 @@ fn upstream_tls_to_a_tls_only_cluster() {
             "{what}: {err}"
         );
     }
+}
+
+/// Replication and failover over TLS: a primary of a TLS-only cluster is killed, its replica
+/// (which replicated over TLS) takes over, and the proxy reaches it over TLS.
+#[test]
+fn upstream_tls_follows_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, proxy_id) = upstream_certs(dir.path());
+    let mut cluster = TlsCluster::start_with_replicas(3, 1, files.clone());
+    let proxy = TestProxy::spawn(cluster.seeds(), |c| {
+        upstream_tls(c, &files.ca, &proxy_id);
+        // Room for Redis's own election on a loaded machine.
+        c.cluster.retry_deadline_ms = 60_000;
+    });
+    wait_until(DEADLINE, "the proxy to route over TLS", || proxy.is_ready());
+    let key = format!("{{{}}}tls-failover", common::load::tag_for_slot(0));
+    let mut con = proxy.client();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("before")
+        .query(&mut con)
+        .unwrap();
+
+    let ask = |cluster: &TlsCluster, not: u16| *cluster.ports.iter().find(|&&p| p != not).unwrap();
+    let victim = cluster
+        .primary_for_slot(cluster.ports[0], 0)
+        .expect("slot 0's primary");
+    cluster.kill(victim);
+    // A write sent in the instant before the proxy reads the end of the connection would have
+    // an unknown outcome; once it has, writes are held until a replica takes over.
+    wait_until(
+        DEADLINE,
+        "the proxy to see the killed primary's connection fail",
+        || slotway::admin::report::readiness(proxy.shared()).is_err(),
+    );
+    // Redis's own election takes seconds; the proxy holds the write meanwhile.
+    con.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    // Held by the proxy until a replica has taken over, then sent there over TLS.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("after")
+        .query(&mut con)
+        .unwrap();
+    let got: String = redis::cmd("GET").arg(&key).query(&mut con).unwrap();
+    assert_eq!(got, "after");
+    let owner = cluster.primary_for_slot(ask(&cluster, victim), 0);
+    assert!(
+        owner.is_some_and(|p| p != victim),
+        "slot 0 should have a new primary, not {victim}: {owner:?}"
+    );
+    let direct = cluster.cli(owner.unwrap(), &["GET", &key]);
+    assert_eq!(direct.trim(), "after");
 }
 
 /// A TLS connection to the proxy, trusting both test CAs.

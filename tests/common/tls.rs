@@ -223,7 +223,7 @@ pub fn redis_cli(tls: &NodeTls, port: u16, args: &[&str]) -> Output {
         .expect("run redis-cli")
 }
 
-/// A Redis Cluster of primaries that speak only TLS, on the cluster bus too.
+/// A Redis Cluster whose nodes speak only TLS, on the cluster bus and for replication too.
 pub struct TlsCluster {
     children: Vec<Child>,
     /// Each node's TLS port.
@@ -237,12 +237,18 @@ pub struct TlsCluster {
 impl TlsCluster {
     /// Starts `shards` TLS-only primaries using `tls` and forms a cluster of them.
     pub fn start(shards: usize, tls: NodeTls) -> Self {
+        Self::start_with_replicas(shards, 0, tls)
+    }
+
+    /// Starts `shards` x (1 primary + `replicas` replicas) TLS-only nodes using `tls` and
+    /// forms a cluster of them (cluster-node-timeout 2000 ms).
+    pub fn start_with_replicas(shards: usize, replicas: usize, tls: NodeTls) -> Self {
         let serial = serial_guard();
         let dir = tempfile::Builder::new()
             .prefix("slotway-tls-test-")
             .tempdir()
             .expect("tempdir");
-        let ports = free_ports(shards);
+        let ports = free_ports(shards * (1 + replicas));
         let mut cluster = TlsCluster {
             children: Vec::new(),
             ports: ports.clone(),
@@ -263,6 +269,7 @@ impl TlsCluster {
         }
         let mut create: Vec<String> = vec!["--cluster".into(), "create".into()];
         create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        create.extend(["--cluster-replicas".into(), replicas.to_string()]);
         create.push("--cluster-yes".into());
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
         let out = redis_cli(&cluster.tls, ports[0], &create);
@@ -273,6 +280,23 @@ impl TlsCluster {
                 info.contains("cluster_state:ok") && info.contains("cluster_slots_assigned:16384")
             });
         }
+        // A replica that has not finished its first sync will not stand for election: a
+        // primary killed before then would never be replaced.
+        wait_until(
+            Duration::from_secs(60),
+            "every TLS replica to be in sync",
+            || {
+                let synced = ports
+                    .iter()
+                    .filter(|&&p| {
+                        cluster
+                            .cli(p, &["INFO", "replication"])
+                            .contains("master_link_status:up")
+                    })
+                    .count();
+                synced == shards * replicas
+            },
+        );
         cluster
     }
 
@@ -282,6 +306,37 @@ impl TlsCluster {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect()
+    }
+
+    /// The TLS port of the primary serving `slot`, as the node at `ask` sees it.
+    pub fn primary_for_slot(&self, ask: u16, slot: u16) -> Option<u16> {
+        let nodes = self.cli(ask, &["CLUSTER", "NODES"]);
+        nodes.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let primary = fields.get(2)?.split(',').any(|f| f == "master")
+                && !fields.get(2)?.contains("fail");
+            let serves = fields.iter().skip(8).any(|r| {
+                let mut ends = r.splitn(2, '-').map(|n| n.parse::<u16>().ok());
+                match (ends.next().flatten(), ends.next()) {
+                    (Some(a), None) => a == slot,
+                    (Some(a), Some(Some(b))) => (a..=b).contains(&slot),
+                    _ => false,
+                }
+            });
+            let port = fields.get(1)?.split('@').next()?.rsplit(':').next()?;
+            (primary && serves).then(|| port.parse().ok()).flatten()
+        })
+    }
+
+    /// SIGKILLs the node at `port` (its process is reaped).
+    pub fn kill(&mut self, port: u16) {
+        let at = self
+            .ports
+            .iter()
+            .position(|&p| p == port)
+            .expect("a node of this cluster");
+        let _ = self.children[at].kill();
+        let _ = self.children[at].wait();
     }
 
     /// `redis-cli --tls` output (stdout and stderr) for one command on the node at `port`.
