@@ -30,7 +30,12 @@ PODS_PER_SHARD = 3
 REDIS_APP = "redis-cluster"
 SHARD_LABEL = "slotway.io/shard"
 # Secrets the operator creates by hand (deploy/README.md), so they are never rendered.
-EXTERNAL_SECRETS = {"redis-auth": {"password"}}
+EXTERNAL_SECRETS = {
+    "redis-auth": {"password"},
+    # kubernetes.io/tls Secrets the operator creates (cert-manager); mounted optionally.
+    "slotway-tls": {"tls.crt", "tls.key", "ca.crt"},
+    "slotway-redis-tls": {"tls.crt", "tls.key", "ca.crt"},
+}
 # HTTP probe paths each image really serves.
 PROBE_PATHS = {"slotway": {"/healthz", "/readyz"}, "redis-exporter": {"/health"}}
 DEFAULT_DRAIN_GRACE_MS = 10_000

@@ -126,6 +126,11 @@ class MutationTests(unittest.TestCase):
         env[0]["valueFrom"]["secretKeyRef"]["key"] = "pass"
         self.assertCaught(cm.check_references, contains="redis-auth/pass")
 
+    def test_volume_secret_unknown(self):
+        volumes = find(self.objs, "Deployment", "slotway")["spec"]["template"]["spec"]["volumes"]
+        next(v for v in volumes if "secret" in v)["secret"]["secretName"] = "slotway-tsl"
+        self.assertCaught(cm.check_references, contains="unknown Secret slotway-tsl")
+
     def test_writable_root_filesystem(self):
         container(find(self.objs, "StatefulSet", "redis-shard-1"), "redis-exporter")["securityContext"]["readOnlyRootFilesystem"] = False
         self.assertCaught(cm.check_security, contains="writable")
