@@ -21,7 +21,6 @@ use super::{ConnSettings, MAX_REPLY_DEPTH};
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
 use crate::tls::UpstreamStream;
 
-/// Deepest reply nesting accepted on a dedicated connection.
 /// Read chunk reserved when the read buffer runs low.
 const READ_CHUNK: usize = 16 << 10;
 /// Idle connections kept per node; more are closed when handed back.

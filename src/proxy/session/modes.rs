@@ -51,9 +51,15 @@ pub(super) struct Modes {
 }
 
 impl Modes {
+    /// True while a request cannot be sent yet: one is held, a barrier is up, or retries
+    /// are being re-sent.
+    fn stalled(&self) -> bool {
+        self.held.is_some() || self.barrier || self.retries.is_busy()
+    }
+
     /// True while the client socket should still be read.
     pub(super) fn may_read(&self, buffered: usize) -> bool {
-        (self.held.is_none() && !self.barrier && !self.retries.is_busy()) || buffered < READ_AHEAD
+        !self.stalled() || buffered < READ_AHEAD
     }
 
     /// True while the client has subscriptions.
@@ -99,7 +105,7 @@ impl Modes {
 impl Session {
     /// True when a request cannot be sent yet.
     pub(super) fn stalled(&self) -> bool {
-        self.modes.held.is_some() || self.modes.barrier || self.modes.retries.is_busy()
+        self.modes.stalled()
     }
 
     /// Sends the held request once everything before it has been answered.

@@ -12,8 +12,13 @@ use crate::protocol::ReplyKind;
 use crate::proxy::classify::Fan;
 use crate::proxy::fanout::{self, Prepared};
 
-/// The parts of a fanned-out request bound for one node: their numbers and bytes.
-type Batch = (Arc<NodePool>, Vec<(u32, Bytes)>);
+/// Parts of a fanned-out request sent to one node as one request: their numbers and bytes.
+struct Batch {
+    pool: Arc<NodePool>,
+    /// A durable part, sent alone with its WAIT.
+    durable: bool,
+    members: Vec<(u32, Bytes)>,
+}
 
 impl Session {
     /// Plans a fanned-out request, sends its parts, and queues its pending state.
@@ -47,55 +52,45 @@ impl Session {
                     w.durable = durable;
                 }
             }
-            if durable {
-                let req = BackendRequest {
-                    raw: send.raw,
-                    asking: false,
+            let joins = batches
+                .iter_mut()
+                .find(|b| !durable && !b.durable && Arc::ptr_eq(&b.pool, &send.pool));
+            match joins {
+                Some(b) => b.members.push((part, send.raw)),
+                None => batches.push(Batch {
+                    pool: send.pool,
                     durable,
-                    replies: 1,
-                    reply: self.reply_to(Tag { seq, part }),
-                };
-                send.pool.send(req, self.id).await;
-                continue;
-            }
-            match batches.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &send.pool)) {
-                Some((_, members)) => members.push((part, send.raw)),
-                None => batches.push((send.pool, vec![(part, send.raw)])),
+                    members: vec![(part, send.raw)],
+                }),
             }
         }
-        for (pool, mut members) in batches {
-            let req = match members.len() {
-                1 => {
-                    let (part, raw) = members.swap_remove(0);
-                    BackendRequest {
-                        raw,
-                        asking: false,
-                        durable: false,
-                        replies: 1,
-                        reply: self.reply_to(Tag { seq, part }),
-                    }
+        for Batch {
+            pool,
+            durable,
+            mut members,
+        } in batches
+        {
+            let (raw, replies, part) = if members.len() == 1 {
+                let (part, raw) = members.swap_remove(0);
+                (raw, 1, part)
+            } else {
+                let mut raw = BytesMut::with_capacity(members.iter().map(|m| m.1.len()).sum());
+                for (_, r) in &members {
+                    raw.extend_from_slice(r);
                 }
-                n => {
-                    let mut raw = BytesMut::with_capacity(members.iter().map(|m| m.1.len()).sum());
-                    for (_, r) in &members {
-                        raw.extend_from_slice(r);
-                    }
-                    let lengths = members.iter().map(|(p, r)| (*p, r.len())).collect();
-                    let Some(Pending::Fanout(f)) = self.pending.get_mut(idx) else {
-                        return;
-                    };
-                    let group = f.add_group(lengths);
-                    BackendRequest {
-                        raw: raw.freeze(),
-                        asking: false,
-                        durable: false,
-                        replies: n as u32,
-                        reply: self.reply_to(Tag {
-                            seq,
-                            part: Tag::GROUP | group,
-                        }),
-                    }
-                }
+                let lengths = members.iter().map(|(p, r)| (*p, r.len())).collect();
+                let Some(Pending::Fanout(f)) = self.pending.get_mut(idx) else {
+                    return;
+                };
+                let group = f.add_group(lengths);
+                (raw.freeze(), members.len() as u32, Tag::GROUP | group)
+            };
+            let req = BackendRequest {
+                raw,
+                asking: false,
+                durable,
+                replies,
+                reply: self.reply_to(Tag { seq, part }),
             };
             pool.send(req, self.id).await;
         }
