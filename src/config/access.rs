@@ -36,6 +36,25 @@ pub struct UserConfig {
     pub commands: Vec<String>,
     /// Glob patterns of the keys the user may touch (default `["*"]`, every key).
     pub keys: Vec<String>,
+    /// Whether the user may run scripts and functions (EVAL, EVALSHA, FCALL, their `_RO`
+    /// forms, SCRIPT LOAD, FUNCTION LOAD/RESTORE): `"auto"` (default) allows them only to a
+    /// user with every command and every key, whose rules a script cannot exceed; `"deny"`
+    /// refuses them; `"allow"` lets a restricted user run them anyway, with the rights of
+    /// the proxy's upstream Redis user instead of its own.
+    pub scripts: ScriptAccess,
+}
+
+/// Whether a user may run server-side code; see [`UserConfig::scripts`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptAccess {
+    /// Allowed only when the user's command and key rules are unrestricted (the default).
+    #[default]
+    Auto,
+    /// Never allowed.
+    Deny,
+    /// Allowed; the code runs with the upstream user's rights, not the user's own.
+    Allow,
 }
 
 impl Default for UserConfig {
@@ -46,6 +65,7 @@ impl Default for UserConfig {
             password_file: String::new(),
             commands: Vec::new(),
             keys: vec!["*".into()],
+            scripts: ScriptAccess::Auto,
         }
     }
 }
