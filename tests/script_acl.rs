@@ -90,6 +90,14 @@ fn code_reading_secret(sha: &str) -> Vec<Vec<String>> {
     ]
 }
 
+/// The `slotway_upstream_acl_gaps` gauge, once the start-up audit has set it.
+fn acl_gaps() -> Option<f64> {
+    let text = slotway::metrics::install()?.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix("slotway_upstream_acl_gaps "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn call(c: &mut Raw, args: &[String]) -> String {
     c.call(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
@@ -211,6 +219,21 @@ fn scripts_hold_to_the_users_rules_and_the_deny_list() {
     // What slotway sends itself still works as that user: fan-outs, topology, scripts.
     assert!(admin.call(&["DBSIZE"]).starts_with(':'));
     assert!(admin.call(&["INFO", "server"]).starts_with('$'));
+    // The start-up audit (ACL DRYRUN) finds nothing denied that scripts could run.
+    wait_until(Duration::from_secs(30), "the upstream user audit", || {
+        acl_gaps() == Some(0.0)
+    });
+}
+
+#[test]
+fn an_unrestricted_upstream_user_is_reported_at_start() {
+    // The harness's cluster, logged in as the default user: the audit counts every denied
+    // command a script could still run (CLUSTER SAVECONFIG, SETSLOT ...).
+    let cluster = TestCluster::start_with(3, 0);
+    let _proxy = TestProxy::start(cluster.seeds());
+    wait_until(Duration::from_secs(30), "the upstream user audit", || {
+        acl_gaps().is_some_and(|n| n >= 10.0)
+    });
 }
 
 #[test]

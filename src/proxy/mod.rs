@@ -16,6 +16,7 @@ pub mod scripts;
 mod session;
 pub mod sha1;
 pub mod subscriber;
+mod upstream_check;
 
 pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};
 pub use session::resting_clients;
@@ -136,6 +137,13 @@ impl Proxy {
         router.attach(topology.clone());
         spawn_command_learning(
             fetch_options(&config, &tls),
+            router.clone(),
+            topology.clone(),
+            shutdown.clone(),
+        );
+        upstream_check::spawn(
+            fetch_options(&config, &tls),
+            config.clone(),
             router.clone(),
             topology.clone(),
             shutdown.clone(),

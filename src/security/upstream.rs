@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use super::policy::CommandPolicy;
 use super::{policy_allow, Secret, SecurityError};
-use crate::command::{CommandSpec, CommandTable};
+use crate::command::{CommandFlags, CommandSpec, CommandTable};
 use crate::config::Config;
 
 /// The upstream user's name when the config names none (or names `default`).
@@ -108,6 +108,42 @@ impl UpstreamRules {
     }
 }
 
+/// Commands the policy denies that a script could call, unless the upstream user's ACL
+/// refuses them: denied, not sent by slotway itself, and not `noscript` (Redis refuses
+/// those inside scripts on its own). Containers are replaced by their subcommands.
+pub fn script_reachable<'t>(
+    config: &Config,
+    table: &'t CommandTable,
+) -> Result<Vec<&'t CommandSpec>, SecurityError> {
+    let policy = CommandPolicy::new(&config.policy.deny, &policy_allow(config))?;
+    let mut out = Vec::new();
+    for spec in table.iter() {
+        let leaves: Vec<&CommandSpec> = if spec.is_container() {
+            spec.subcommands.iter().collect()
+        } else {
+            vec![spec]
+        };
+        out.extend(leaves.into_iter().filter(|s| {
+            policy.denies(s)
+                && !s.flags.contains(CommandFlags::NOSCRIPT)
+                && !PROXY_SENDS.contains(&s.name.as_str())
+        }));
+    }
+    Ok(out)
+}
+
+/// `ACL DRYRUN user <command> [<subcommand>] x…`, padded to the command's arity so Redis
+/// checks the permission rather than the argument count.
+pub fn dryrun(user: &str, spec: &CommandSpec) -> Vec<Vec<u8>> {
+    let mut args: Vec<Vec<u8>> = vec![b"ACL".to_vec(), b"DRYRUN".to_vec(), user.into()];
+    let parts: Vec<Vec<u8>> = spec.name.split('|').map(|p| p.into()).collect();
+    let want = usize::try_from(spec.arity.unsigned_abs()).unwrap_or(0);
+    let pad = want.saturating_sub(parts.len());
+    args.extend(parts);
+    args.extend(std::iter::repeat(b"x".to_vec()).take(pad));
+    args
+}
+
 /// The upstream user's name for `config`: `cluster.username`, or [`UPSTREAM_USER`] when that
 /// is empty or `default` (restricting Redis's default user would lock out the tools that
 /// administer the nodes).
@@ -197,6 +233,42 @@ mod tests {
         );
         assert_eq!(args[3..], ["~*", "&*", "+@all"]);
         assert!(!args.iter().any(|a| a.contains("password")));
+    }
+
+    #[test]
+    fn script_reachable_skips_noscript_and_what_slotway_sends() {
+        let t = CommandTable::builtin();
+        let names: Vec<String> = script_reachable(&Config::default(), &t)
+            .unwrap()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert!(
+            names.contains(&"cluster|saveconfig".to_string()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"cluster|setslot".to_string()));
+        // CONFIG SET and CLUSTER RESET are noscript: Redis refuses them in scripts anyway.
+        assert!(!names.contains(&"config|set".to_string()));
+        assert!(!names.contains(&"cluster|reset".to_string()));
+        let setslot = t
+            .lookup(b"cluster")
+            .unwrap()
+            .subcommand(b"setslot")
+            .unwrap();
+        let args = dryrun("slotway", setslot);
+        assert_eq!(
+            args,
+            [
+                &b"ACL"[..],
+                b"DRYRUN",
+                b"slotway",
+                b"cluster",
+                b"setslot",
+                b"x",
+                b"x"
+            ]
+        );
     }
 
     #[test]
