@@ -23,22 +23,9 @@ pub(super) fn spawn(
     topology: TopologyHandle,
     cancel: CancellationToken,
 ) {
-    tokio::spawn(async move {
-        let mut epochs = topology.subscribe();
-        loop {
-            if let Some(t) = topology.current() {
-                for shard in &t.shards {
-                    let addr = t.nodes[shard.primary].addr.to_string();
-                    if audit(&addr, &opts, &config, &router).await {
-                        return;
-                    }
-                }
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                changed = epochs.changed() => if changed.is_err() { return },
-            }
-        }
+    super::spawn_on_primaries(topology, cancel, move |addr| {
+        let (opts, config, router) = (opts.clone(), config.clone(), router.clone());
+        async move { audit(&addr, &opts, &config, &router).await }
     });
 }
 
