@@ -191,6 +191,7 @@ name = "reader"
 password = "r"
 commands = ["+@read", "-keys"]
 keys = ["app:*"]
+scripts = "allow"
 [policy]
 deny = ["@admin", "flushall"]
 allow = ["config|get"]
@@ -200,6 +201,7 @@ allow = ["config|get"]
         assert_eq!(cfg.auth.password_file, "/run/secrets/pw");
         assert_eq!(cfg.auth.users[0].commands, ["+@read", "-keys"]);
         assert_eq!(cfg.auth.users[0].keys, ["app:*"]);
+        assert_eq!(cfg.auth.users[0].scripts, super::ScriptAccess::Allow);
         assert_eq!(cfg.policy.deny, ["@admin", "flushall"]);
         assert_eq!(cfg.policy.allow, ["config|get"]);
         let shown = format!("{cfg:?}");
@@ -271,6 +273,7 @@ allow = ["config|get"]
             ),
             ("[[auth.users]]\nname = \"u\"\npassword = \"p\"\ncommands = [\"get\"]\n", "auth.users.commands"),
             ("[[auth.users]]\nname = \"u\"\npassword = \"p\"\nkeys = [\"\"]\n", "auth.users.keys"),
+            ("[[auth.users]]\nname = \"u\"\npassword = \"p\"\nscripts = \"maybe\"\n", "scripts"),
             ("[policy]\ndeny = [\"@nonsense\"]\n", "policy.deny"),
             ("[policy]\nallow = [\"a|b|c\"]\n", "policy.allow"),
             ("[cluster]\npassword = \"a\"\npassword_file = \"/f\"\n", "cluster.password_file"),
