@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod access;
 mod tls;
-pub use access::{AuthConfig, PolicyConfig, UserConfig};
+pub use access::{AuthConfig, PolicyConfig, ScriptAccess, UserConfig};
 pub use tls::{TlsConfig, UpstreamTlsConfig};
 
 use crate::security::Secret;

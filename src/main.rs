@@ -51,6 +51,25 @@ enum Command {
     /// (`--admin ADDR`, else `admin.listen` from the config); exits 1 when the cluster is not
     /// healthy, 2 when the endpoint cannot be asked.
     Status,
+    /// Print the Redis ACL user slotway should log in to the nodes as: every command except
+    /// what the policy denies, so the deny list holds inside scripts too. Provision it on
+    /// every node (primaries and replicas).
+    UpstreamAcl(UpstreamAclArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpstreamAclArgs {
+    /// `setuser`: an `ACL SETUSER` command line; `conf`: a `user` line for redis.conf or an
+    /// aclfile; `rules`: the rules alone (no name, no password), as deploy/ ships them.
+    #[arg(long, value_enum, default_value_t = AclFormat::Setuser)]
+    format: AclFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AclFormat {
+    Setuser,
+    Conf,
+    Rules,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +106,10 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
+    if let Some(Command::UpstreamAcl(args)) = &cli.command {
+        let config = Config::load(cli.run.config.as_deref(), std::env::vars())?;
+        return print_upstream_acl(config, args.format);
+    }
     if let Some(Command::Status) = cli.command {
         let admin = match &cli.run.admin {
             Some(a) => a.clone(),
@@ -112,9 +135,10 @@ fn main() -> Result<()> {
     }
     init_logging(&config)?;
     match cli.command {
-        None | Some(Command::ConfigKeys | Command::Commands | Command::Status) => {
-            run_proxy(config, None)
-        }
+        None
+        | Some(
+            Command::ConfigKeys | Command::Commands | Command::Status | Command::UpstreamAcl(_),
+        ) => run_proxy(config, None),
         Some(Command::Local(args)) => {
             if cli.run.listen.is_none() && std::env::var_os("SLOTWAY_LISTEN").is_none() {
                 config.listen = LOCAL_LISTEN.to_string();
@@ -122,6 +146,38 @@ fn main() -> Result<()> {
             run_local(config, args)
         }
     }
+}
+
+/// Prints the upstream user for `config`'s policy; the password is `cluster.password` (or
+/// its file), written only as its SHA-256.
+fn print_upstream_acl(mut config: Config, format: AclFormat) -> Result<()> {
+    use slotway::security::upstream::{user_name, UpstreamRules};
+    let table = slotway::command::CommandTable::builtin();
+    let acl = UpstreamRules::from_config(&config, &table)?;
+    for name in &acl.kept {
+        eprintln!(
+            "slotway upstream-acl: warning: policy.deny lists {name:?}, which slotway sends to \
+             the nodes itself; scripts can still run it"
+        );
+    }
+    if let AclFormat::Rules = format {
+        println!("{}", acl.rules.join(" "));
+        return Ok(());
+    }
+    slotway::security::resolve_upstream(&mut config.cluster)?;
+    if config.cluster.password.is_empty() {
+        anyhow::bail!(
+            "set cluster.password or cluster.password_file (the password slotway logs in to \
+             the nodes with), or use --format rules"
+        );
+    }
+    let args = acl.setuser_args(&config.cluster.password).join(" ");
+    let user = user_name(&config);
+    match format {
+        AclFormat::Setuser => println!("ACL SETUSER {user} {args}"),
+        AclFormat::Conf | AclFormat::Rules => println!("user {user} {args}"),
+    }
+    Ok(())
 }
 
 fn init_logging(config: &Config) -> Result<()> {
@@ -153,6 +209,8 @@ fn run_local(mut config: Config, args: LocalArgs) -> Result<()> {
     opts.shards = args.shards.into();
     opts.replicas_per_shard = args.replicas.into();
     opts.set_base_port(args.base_port);
+    // The proxy logs in as a restricted ACL user, so the deny list holds inside scripts.
+    slotway::local::upstream::provision(&mut opts, &mut config)?;
     let nodes = opts.node_count();
     eprintln!(
         "slotway: starting a {nodes}-node Redis Cluster ({} shards x primary + {} replicas) on 127.0.0.1:{}-{} (data in {})",

@@ -126,6 +126,14 @@ fn local_serves_clients_and_sigterm_stops_everything() {
     let (mut slotway, port) = start_local();
     assert_eq!(redis_cli(port, &["SET", "hello", "world"]), "OK");
     assert_eq!(redis_cli(port, &["GET", "hello"]), "world");
+    // The proxy logs in as the restricted upstream user it provisioned, so the deny list
+    // holds inside scripts too.
+    assert_eq!(redis_cli(port, &["ACL", "WHOAMI"]), "slotway");
+    for call in ["'CLUSTER','SAVECONFIG'", "'CLUSTER','BUMPEPOCH'"] {
+        let script = format!("return redis.call({call})");
+        let reply = redis_cli(port, &["EVAL", &script, "0"]);
+        assert!(reply.contains("can't run this command"), "{call}: {reply}");
+    }
     let pid = slotway.0.id();
     let kids = nine_redis_children(pid);
     let status = Command::new("kill")

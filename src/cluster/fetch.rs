@@ -113,6 +113,21 @@ pub async fn call(
     conn.command(args).await
 }
 
+/// Like [`call`] for several commands, one after another on one connection.
+pub async fn call_many(
+    addr: &str,
+    commands: &[Vec<Vec<u8>>],
+    opts: &FetchOptions,
+) -> Result<Vec<OwnedFrame>, TopologyError> {
+    let mut conn = Connection::open(addr, opts).await?;
+    let mut replies = Vec::with_capacity(commands.len());
+    for command in commands {
+        let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+        replies.push(conn.command(&args).await?);
+    }
+    Ok(replies)
+}
+
 /// Splits `host:port`; the host may be a bracketed IPv6 literal (`[::1]:6379`).
 pub fn split_host_port(addr: &str) -> Result<(&str, u16), TopologyError> {
     let bad = |reason| TopologyError::BadAddress {

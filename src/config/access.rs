@@ -36,6 +36,25 @@ pub struct UserConfig {
     pub commands: Vec<String>,
     /// Glob patterns of the keys the user may touch (default `["*"]`, every key).
     pub keys: Vec<String>,
+    /// Whether the user may run scripts and functions (EVAL, EVALSHA, FCALL, their `_RO`
+    /// forms, SCRIPT LOAD, FUNCTION LOAD/RESTORE): `"auto"` (default) allows them only to a
+    /// user with every command and every key, whose rules a script cannot exceed; `"deny"`
+    /// refuses them; `"allow"` lets a restricted user run them anyway, with the rights of
+    /// the proxy's upstream Redis user instead of its own.
+    pub scripts: ScriptAccess,
+}
+
+/// Whether a user may run server-side code; see [`UserConfig::scripts`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptAccess {
+    /// Allowed only when the user's command and key rules are unrestricted (the default).
+    #[default]
+    Auto,
+    /// Never allowed.
+    Deny,
+    /// Allowed; the code runs with the upstream user's rights, not the user's own.
+    Allow,
 }
 
 impl Default for UserConfig {
@@ -46,6 +65,7 @@ impl Default for UserConfig {
             password_file: String::new(),
             commands: Vec::new(),
             keys: vec!["*".into()],
+            scripts: ScriptAccess::Auto,
         }
     }
 }
@@ -171,6 +191,7 @@ name = "reader"
 password = "r"
 commands = ["+@read", "-keys"]
 keys = ["app:*"]
+scripts = "allow"
 [policy]
 deny = ["@admin", "flushall"]
 allow = ["config|get"]
@@ -180,6 +201,7 @@ allow = ["config|get"]
         assert_eq!(cfg.auth.password_file, "/run/secrets/pw");
         assert_eq!(cfg.auth.users[0].commands, ["+@read", "-keys"]);
         assert_eq!(cfg.auth.users[0].keys, ["app:*"]);
+        assert_eq!(cfg.auth.users[0].scripts, super::ScriptAccess::Allow);
         assert_eq!(cfg.policy.deny, ["@admin", "flushall"]);
         assert_eq!(cfg.policy.allow, ["config|get"]);
         let shown = format!("{cfg:?}");
@@ -251,6 +273,7 @@ allow = ["config|get"]
             ),
             ("[[auth.users]]\nname = \"u\"\npassword = \"p\"\ncommands = [\"get\"]\n", "auth.users.commands"),
             ("[[auth.users]]\nname = \"u\"\npassword = \"p\"\nkeys = [\"\"]\n", "auth.users.keys"),
+            ("[[auth.users]]\nname = \"u\"\npassword = \"p\"\nscripts = \"maybe\"\n", "scripts"),
             ("[policy]\ndeny = [\"@nonsense\"]\n", "policy.deny"),
             ("[policy]\nallow = [\"a|b|c\"]\n", "policy.allow"),
             ("[cluster]\npassword = \"a\"\npassword_file = \"/f\"\n", "cluster.password_file"),

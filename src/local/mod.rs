@@ -15,6 +15,7 @@ mod client;
 mod create;
 mod health;
 mod process;
+pub mod upstream;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -130,6 +131,9 @@ pub struct LocalClusterOptions {
     pub appendonly: bool,
     /// Extra `redis.conf` directives, applied after (and so overriding) ours.
     pub extra_config: Vec<(String, String)>,
+    /// ACL users to define on every node, each `[name, rules…]` (default none; `slotway
+    /// local` adds the proxy's upstream user, see [`upstream::provision`]).
+    pub acl_users: Vec<Vec<String>>,
     /// Budget for the whole start, and for a restarted node to answer (default 30 s).
     pub ready_timeout: Duration,
 }
@@ -147,6 +151,7 @@ impl LocalClusterOptions {
             node_timeout_ms: 2000,
             appendonly: true,
             extra_config: Vec::new(),
+            acl_users: Vec::new(),
             ready_timeout: Duration::from_secs(30),
         };
         opts.set_base_port(base_port);
@@ -326,6 +331,7 @@ impl LocalCluster {
             node_timeout_ms: self.opts.node_timeout_ms,
             appendonly: self.opts.appendonly,
             extra: &self.opts.extra_config,
+            acl_users: &self.opts.acl_users,
         }
         .write()?;
         let child = process::spawn_node(&self.binary, &config, &node.dir)?;

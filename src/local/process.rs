@@ -73,6 +73,8 @@ pub(crate) struct NodeConfig<'a> {
     pub node_timeout_ms: u64,
     pub appendonly: bool,
     pub extra: &'a [(String, String)],
+    /// ACL users, each `[name, rules…]`, written as `user` directives.
+    pub acl_users: &'a [Vec<String>],
 }
 
 impl NodeConfig<'_> {
@@ -118,6 +120,14 @@ impl NodeConfig<'_> {
             out.push_str(&key);
             out.push(' ');
             out.push_str(&quote(&value));
+            out.push('\n');
+        }
+        for user in self.acl_users {
+            out.push_str("user");
+            for arg in user {
+                out.push(' ');
+                out.push_str(&quote(arg));
+            }
             out.push('\n');
         }
         out
@@ -339,6 +349,7 @@ mod tests {
             node_timeout_ms: 2000,
             appendonly: false,
             extra: &extra,
+            acl_users: &[],
         };
         let text = cfg.render();
         for expected in [
@@ -356,6 +367,27 @@ mod tests {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
         assert!(text.trim_end().ends_with("maxmemory \"10mb\""));
+    }
+
+    #[test]
+    fn acl_users_become_user_directives_with_each_rule_quoted() {
+        let users = vec![vec![
+            "slotway".to_string(),
+            "on".into(),
+            "-config|set".into(),
+        ]];
+        let cfg = NodeConfig {
+            host: "127.0.0.1".parse().unwrap(),
+            port: 7001,
+            dir: Path::new("/tmp/n"),
+            node_timeout_ms: 2000,
+            appendonly: false,
+            extra: &[],
+            acl_users: &users,
+        };
+        assert!(cfg
+            .render()
+            .ends_with("user \"slotway\" \"on\" \"-config|set\"\n"));
     }
 
     #[test]

@@ -170,7 +170,7 @@ const OTHER_SERIES: &[(&str, Option<&str>, &[&str])] = &[
     (
         "slotway_commands_denied_total",
         Some("reason"),
-        &["noauth", "policy", "acl"],
+        &["noauth", "policy", "acl", "scripts"],
     ),
     (
         crate::tls::HANDSHAKE_FAILURES,

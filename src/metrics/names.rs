@@ -45,6 +45,8 @@ pub const SHARD_OPS: &str = "slotway_shard_ops_total";
 pub const SLOT_OPS: &str = "slotway_slot_ops_total";
 /// Estimated recent requests of the hottest keys, by `rank` and `key` (gauge).
 pub const HOT_KEY_OPS: &str = "slotway_hot_key_ops";
+/// Commands the policy denies that the upstream Redis user may still run, so scripts can (gauge).
+pub const UPSTREAM_ACL_GAPS: &str = "slotway_upstream_acl_gaps";
 
 /// Buckets of the request latency histograms: 50 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[

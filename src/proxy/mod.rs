@@ -16,6 +16,7 @@ pub mod scripts;
 mod session;
 pub mod sha1;
 pub mod subscriber;
+mod upstream_check;
 
 pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};
 pub use session::resting_clients;
@@ -136,6 +137,13 @@ impl Proxy {
         router.attach(topology.clone());
         spawn_command_learning(
             fetch_options(&config, &tls),
+            router.clone(),
+            topology.clone(),
+            shutdown.clone(),
+        );
+        upstream_check::spawn(
+            fetch_options(&config, &tls),
+            config.clone(),
             router.clone(),
             topology.clone(),
             shutdown.clone(),
@@ -325,24 +333,42 @@ fn spawn_command_learning(
     topology: TopologyHandle,
     cancel: CancellationToken,
 ) {
+    spawn_on_primaries(topology, cancel, move |addr| {
+        let (opts, router) = (opts.clone(), router.clone());
+        async move {
+            let Ok(frame) = crate::cluster::fetch::call(&addr, &[b"COMMAND"], &opts).await else {
+                return false;
+            };
+            let mut table = CommandTable::builtin();
+            match table.learn(&frame) {
+                Ok(n) => {
+                    tracing::info!(commands = n, node = %addr, "learned command table");
+                    router.set_commands(table);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot learn command table");
+                    false
+                }
+            }
+        }
+    });
+}
+
+/// Runs `attempt` on each shard's primary in turn until one returns true, again after each
+/// topology change, until then or until `cancel`.
+fn spawn_on_primaries<F, Fut>(topology: TopologyHandle, cancel: CancellationToken, mut attempt: F)
+where
+    F: FnMut(String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     tokio::spawn(async move {
         let mut epochs = topology.subscribe();
         loop {
             if let Some(t) = topology.current() {
                 for shard in &t.shards {
-                    let addr = t.nodes[shard.primary].addr.to_string();
-                    let Ok(frame) = crate::cluster::fetch::call(&addr, &[b"COMMAND"], &opts).await
-                    else {
-                        continue;
-                    };
-                    let mut table = CommandTable::builtin();
-                    match table.learn(&frame) {
-                        Ok(n) => {
-                            tracing::info!(commands = n, node = %addr, "learned command table");
-                            router.set_commands(table);
-                            return;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot learn command table"),
+                    if attempt(t.nodes[shard.primary].addr.to_string()).await {
+                        return;
                     }
                 }
             }

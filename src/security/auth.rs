@@ -7,7 +7,7 @@ use super::glob::glob_match;
 use super::policy::Rule;
 use super::secret::{read_secret, Secret};
 use super::SecurityError;
-use crate::config::{AuthConfig, UserConfig};
+use crate::config::{AuthConfig, ScriptAccess, UserConfig};
 
 /// Redis's reply to a wrong username or password.
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
@@ -31,6 +31,8 @@ pub struct User {
     pub rules: Vec<Rule>,
     /// Key patterns; `None` means every key.
     pub keys: Option<Vec<Vec<u8>>>,
+    /// Whether scripts and functions are allowed (`auth.users.scripts`).
+    pub scripts: ScriptAccess,
 }
 
 impl User {
@@ -100,6 +102,7 @@ impl Users {
                     password: default_password,
                     rules: vec![Rule::parse("+@all")?],
                     keys: None,
+                    scripts: ScriptAccess::Auto,
                 });
                 Some(users.len() - 1)
             }
@@ -171,6 +174,7 @@ fn user_from_config(u: &UserConfig) -> Result<User, SecurityError> {
         password,
         rules,
         keys,
+        scripts: u.scripts,
     })
 }
 

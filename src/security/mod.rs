@@ -10,7 +10,9 @@ pub mod auth;
 mod glob;
 pub mod limits;
 pub mod policy;
+pub mod scripts;
 mod secret;
+pub mod upstream;
 
 pub use glob::glob_match;
 pub use secret::{read_secret, Secret};
@@ -69,6 +71,10 @@ struct Compiled {
     denied: SpecSet,
     /// Per user (same order as [`Users::all`]): the commands allowed, None when all are.
     allowed: Vec<Option<SpecSet>>,
+    /// Commands that run or define server-side code ([`scripts::runs_code`]).
+    code: SpecSet,
+    /// Per user: true when it may not run them.
+    no_scripts: Vec<bool>,
 }
 
 /// One client's authentication state.
@@ -185,6 +191,9 @@ impl Security {
                 ));
             }
         }
+        if compiled.no_scripts.get(user) == Some(&true) && compiled.code.contains(spec) {
+            return Some(refuse("scripts", scripts::REFUSED));
+        }
         self.check_keys(user, spec, req, args, keys)
     }
 
@@ -241,7 +250,7 @@ impl Security {
     fn compile(&self, table: Arc<CommandTable>) -> Compiled {
         let denied = SpecSet::collect(&table, |s| self.policy.denies(s));
         let total = SpecSet::collect(&table, |_| true).len();
-        let allowed = self
+        let allowed: Vec<Option<SpecSet>> = self
             .users
             .all()
             .iter()
@@ -250,10 +259,19 @@ impl Security {
                 (set.len() < total).then_some(set)
             })
             .collect();
+        let no_scripts = self
+            .users
+            .all()
+            .iter()
+            .zip(&allowed)
+            .map(|(u, a)| !scripts::allowed(u, a.is_none()))
+            .collect();
         Compiled {
+            code: SpecSet::collect(&table, scripts::runs_code),
             table,
             denied,
             allowed,
+            no_scripts,
         }
     }
 

@@ -32,6 +32,8 @@ SHARD_LABEL = "slotway.io/shard"
 # Secrets the operator creates by hand (deploy/README.md), so they are never rendered.
 EXTERNAL_SECRETS = {
     "redis-auth": {"password"},
+    # The password of the restricted ACL user slotway logs in to the nodes as.
+    "slotway-upstream": {"password"},
     # kubernetes.io/tls Secrets the operator creates (cert-manager); mounted optionally.
     "slotway-tls": {"tls.crt", "tls.key", "ca.crt"},
     "slotway-redis-tls": {"tls.crt", "tls.key", "ca.crt"},
@@ -40,6 +42,10 @@ EXTERNAL_SECRETS = {
 PROBE_PATHS = {"slotway": {"/healthz", "/readyz"}, "redis-exporter": {"/health"}}
 DEFAULT_DRAIN_GRACE_MS = 10_000
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
+UPSTREAM_USER = "slotway"
+UPSTREAM_SECRET = "slotway-upstream"
+ACL_RULES_KEY = "slotway-acl.rules"
+ACL_RULES_PATH = "/etc/redis/" + ACL_RULES_KEY
 
 
 class Checker:
@@ -337,6 +343,67 @@ def check_proxy_config(problems: list[str], objs: list[dict], valid_keys: set[st
         problems.append("Deployment slotway: no preStop sleep (new connections would still arrive during the drain)")
 
 
+def secret_env(c: dict, name: str) -> tuple[str, str] | None:
+    """The (Secret, key) an env var of container `c` comes from, if any."""
+    for e in c.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if e["name"] == name and ref:
+            return ref["name"], ref["key"]
+    return None
+
+
+def acl_rules_text(text: str) -> str:
+    return " ".join(line for line in text.splitlines() if not line.startswith("#")).strip()
+
+
+def check_upstream_user(problems: list[str], objs: list[dict]) -> None:
+    """slotway logs in as its restricted ACL user, which every Redis pod defines."""
+    deploy = the_one(objs, "Deployment", "slotway")
+    cm = slotway_config_map(objs)
+    if deploy is None or cm is None:
+        problems.append("no Deployment slotway or slotway-config ConfigMap")
+        return
+    doc = tomllib.loads(cm.get("data", {}).get("slotway.toml", ""))
+    cluster = doc.get("cluster", {})
+    if cluster.get("username") != UPSTREAM_USER:
+        problems.append(f"slotway.toml: cluster.username must be {UPSTREAM_USER!r} (the restricted ACL user), not the default user")
+    volumes = {v["name"]: v for v in pod_template(deploy)["spec"].get("volumes", [])}
+    password_file = cluster.get("password_file", "")
+    mounted = False
+    for c in containers(deploy):
+        for e in c.get("env", []):
+            if e["name"] == "SLOTWAY_CLUSTER_PASSWORD" or secret_env(c, e["name"]) == ("redis-auth", "password"):
+                problems.append(f"Deployment slotway: env {e['name']} hands slotway the default user's password")
+        for m in c.get("volumeMounts", []):
+            secret = volumes.get(m["name"], {}).get("secret", {})
+            key = password_file[len(m["mountPath"].rstrip("/")) + 1 :]
+            if secret.get("secretName") == UPSTREAM_SECRET and password_file.startswith(m["mountPath"].rstrip("/") + "/"):
+                mounted = key in EXTERNAL_SECRETS[UPSTREAM_SECRET]
+    if not mounted:
+        problems.append(f"slotway.toml: cluster.password_file {password_file!r} is not the password of a mounted Secret {UPSTREAM_SECRET}")
+    for sts in redis_statefulsets(objs):
+        spec = pod_template(sts)["spec"]
+        sts_volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        redis = next((c for c in containers(sts) if c["name"] == "redis"), None)
+        if redis is None:
+            problems.append(f"{name_of(sts)}: no redis container")
+            continue
+        if secret_env(redis, "SLOTWAY_PASSWORD") != (UPSTREAM_SECRET, "password"):
+            problems.append(f"{name_of(sts)}: SLOTWAY_PASSWORD must come from Secret {UPSTREAM_SECRET}/password (start.sh defines the user)")
+        mount = next((m for m in redis.get("volumeMounts", []) if ACL_RULES_PATH.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        cm_name = sts_volumes.get(mount["name"], {}).get("configMap", {}).get("name") if mount else None
+        rules_cm = the_one(objs, "ConfigMap", cm_name) if cm_name else None
+        text = (rules_cm or {}).get("data", {}).get(ACL_RULES_KEY)
+        if text is None:
+            problems.append(f"{name_of(sts)}: {ACL_RULES_PATH} is not shipped in the ConfigMap mounted there")
+            continue
+        rules = acl_rules_text(text).split()
+        if rules[:3] != ["~*", "&*", "+@all"] or not all(r.startswith("-") for r in rules[3:]):
+            problems.append(f"{ACL_RULES_KEY}: expected `~* &* +@all` and -command rules, got {' '.join(rules[:6])} ...")
+        elif "-config|set" not in rules and not doc.get("commands", {}).get("allow_config_set"):
+            problems.append(f"{ACL_RULES_KEY}: does not deny config|set (stale? run slotway upstream-acl --format rules)")
+
+
 def check_references(problems: list[str], objs: list[dict]) -> None:
     config_maps = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ConfigMap"}
     secrets = {o["metadata"]["name"]: set(o.get("data", {})) | set(o.get("stringData", {})) for o in objs if o["kind"] == "Secret"}
@@ -559,6 +626,7 @@ def main() -> int:
     c.run("probes and hooks use declared ports, served paths, shipped scripts", check_probes, objs)
     c.run("required anti-affinity per shard, preferred zone spread", check_anti_affinity, objs)
     c.run("proxy ConfigMap uses only real settings; grace period covers the drain", check_proxy_config, objs, read_list(args.keys))
+    c.run("slotway logs in as its restricted ACL user, defined on every Redis pod", check_upstream_user, objs)
     c.run("ConfigMap, Secret and ServiceAccount references resolve", check_references, objs)
     c.run("non-root, read-only, no capabilities, no token, resources", check_security, objs)
     c.run("PodDisruptionBudgets, replicas, spread and autoscaling", check_availability, objs)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs deploy/redis-cluster's scripts against 9 real redis-server processes on 127.0.0.1, laid
 # out like the StatefulSets (3 shards x 3 pods), to show that:
-#   1. bootstrap.sh forms the cluster: pod 0 of each shard primary, pods 1-2 its replicas;
+#   1. bootstrap.sh forms the cluster: pod 0 of each shard primary, pods 1-2 its replicas; and
+#      start.sh defines slotway's restricted ACL user, which cannot run denied commands in scripts;
 #   2. a second run changes nothing;
 #   3. probe.sh passes readiness/liveness on a healthy node;
 #   4. prestop.sh hands a primary's slots to its replica (graceful failover);
@@ -39,6 +40,7 @@ PY
 fi
 WORK=$(mktemp -d /tmp/slotway-redis-test.XXXXXX)
 export REDIS_PASSWORD=test-password-1 REDISCLI_AUTH=test-password-1
+export SLOTWAY_PASSWORD=test-upstream-2 SLOTWAY_ACL_RULES=$ROOT/deploy/redis-cluster/slotway-acl.rules
 PIDS=()
 
 cleanup() {
@@ -173,6 +175,21 @@ done
 slots=$(cli "$(port 1 0)" cluster shards | grep -c . || true)
 [ "$slots" -gt 0 ] || fail "CLUSTER SHARDS is empty"
 grep -q 'requirepass' "$WORK/0-0/run/runtime.conf" || fail "runtime.conf has no requirepass"
+grep -q '^user slotway reset on #' "$WORK/0-0/run/runtime.conf" || fail "runtime.conf defines no slotway user"
+if grep -q "$SLOTWAY_PASSWORD" "$WORK/0-0/run/runtime.conf"; then fail "runtime.conf holds slotway's password itself"; fi
+as_slotway() {
+  local p=$1
+  shift
+  redis-cli -p "$p" --no-auth-warning --user slotway --pass "$SLOTWAY_PASSWORD" "$@" 2>&1 | tr -d '\r'
+}
+for s in 0 1 2; do for i in 0 1 2; do
+  [ "$(as_slotway "$(port $s $i)" acl whoami)" = slotway ] || fail "$s-$i: cannot log in as slotway"
+done; done
+[ "$(as_slotway "$(port 0 0)" cluster myid)" = "$(id_of 0 0)" ] || fail "slotway cannot run CLUSTER MYID"
+for call in "'CLUSTER','SAVECONFIG'" "'CLUSTER','SETSLOT','1','STABLE'"; do
+  reply=$(as_slotway "$(port 0 0)" eval "return redis.call($call)" 0)
+  case "$reply" in *"can't run this command"*) ;; *) fail "script ran $call as slotway: $reply" ;; esac
+done
 [ "$(cli "$(port 0 0)" config get cluster-announce-hostname | tail -n 1)" = 127.0.0.1 ] ||
   fail "cluster-announce-hostname not applied"
 # MOVED names the announced hostname (cluster-preferred-endpoint-type hostname).

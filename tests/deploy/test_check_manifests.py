@@ -56,6 +56,7 @@ class MutationTests(unittest.TestCase):
             (cm.check_probes,),
             (cm.check_anti_affinity,),
             (cm.check_proxy_config, self.keys),
+            (cm.check_upstream_user,),
             (cm.check_references,),
             (cm.check_security,),
             (cm.check_availability,),
@@ -122,9 +123,34 @@ class MutationTests(unittest.TestCase):
         self.assertCaught(cm.check_proxy_config, self.keys, contains="terminationGracePeriodSeconds")
 
     def test_secret_key_unknown(self):
-        env = container(find(self.objs, "Deployment", "slotway"), "slotway")["env"]
-        env[0]["valueFrom"]["secretKeyRef"]["key"] = "pass"
+        env = container(find(self.objs, "StatefulSet", "redis-shard-0"), "redis")["env"]
+        next(e for e in env if e["name"] == "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] = "pass"
         self.assertCaught(cm.check_references, contains="redis-auth/pass")
+
+    def test_proxy_logs_in_as_the_default_user(self):
+        c = container(find(self.objs, "Deployment", "slotway"), "slotway")
+        c["env"] = [{"name": "SLOTWAY_CLUSTER_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}]
+        self.assertCaught(cm.check_upstream_user, contains="default user's password")
+        cfg = cm.slotway_config_map(self.objs)
+        cfg["data"]["slotway.toml"] = cfg["data"]["slotway.toml"].replace('username = "slotway"', 'username = ""')
+        self.assertCaught(cm.check_upstream_user, contains="cluster.username")
+
+    def test_upstream_password_not_mounted(self):
+        spec = find(self.objs, "Deployment", "slotway")["spec"]["template"]["spec"]
+        spec["volumes"] = [v for v in spec["volumes"] if v.get("secret", {}).get("secretName") != "slotway-upstream"]
+        self.assertCaught(cm.check_upstream_user, contains="password_file")
+
+    def test_redis_pod_without_the_upstream_user(self):
+        env = container(find(self.objs, "StatefulSet", "redis-shard-1"), "redis")["env"]
+        env[:] = [e for e in env if e["name"] != "SLOTWAY_PASSWORD"]
+        self.assertCaught(cm.check_upstream_user, contains="SLOTWAY_PASSWORD")
+
+    def test_acl_rules_missing_or_permissive(self):
+        rules_cm = find(self.objs, "ConfigMap", "redis-config")
+        rules_cm["data"]["slotway-acl.rules"] = "~* &* +@all\n"
+        self.assertCaught(cm.check_upstream_user, contains="config|set")
+        del rules_cm["data"]["slotway-acl.rules"]
+        self.assertCaught(cm.check_upstream_user, contains="not shipped")
 
     def test_volume_secret_unknown(self):
         volumes = find(self.objs, "Deployment", "slotway")["spec"]["template"]["spec"]["volumes"]

@@ -10,6 +10,8 @@
 #   --keys FILE     valid slotway settings, one section.key per line, as printed by
 #                   `slotway config-keys`. Default: run "$SLOTWAY_BIN config-keys" when SLOTWAY_BIN
 #                   is set, else the hand-written tests/deploy/fixtures/config-keys.txt.
+#                   With SLOTWAY_BIN, also checks deploy/redis-cluster/slotway-acl.rules against
+#                   "$SLOTWAY_BIN upstream-acl --format rules".
 #   --metrics FILE  slotway's metric names (default tests/deploy/fixtures/slotway-metrics.txt).
 #   --skip-redis    skip the redis-server scenarios (redis_scripts_test.sh, ~35 s).
 # Environment: SLOTWAY_TOOLS (tool cache, default /var/tmp/slotway-tools), K8S_VERSION (1.33.0).
@@ -179,6 +181,14 @@ if [ -z "$KEYS" ] && [ -n "${SLOTWAY_BIN:-}" ]; then
   step "slotway config-keys ($SLOTWAY_BIN)" sh -c '"$1" config-keys >"$2"' _ "$SLOTWAY_BIN" "$KEYS"
 fi
 KEYS=${KEYS:-$HERE/fixtures/config-keys.txt}
+# The Redis pods' ACL user for slotway must deny what config/kubernetes.toml's policy denies.
+acl_rules_current() {
+  diff <(grep -v '^#' "$ROOT/deploy/redis-cluster/slotway-acl.rules") \
+    <("$SLOTWAY_BIN" --config "$ROOT/config/kubernetes.toml" upstream-acl --format rules)
+}
+if [ -n "${SLOTWAY_BIN:-}" ]; then
+  step "slotway-acl.rules is what \`slotway upstream-acl --format rules\` prints" acl_rules_current
+fi
 echo "     (config keys from $KEYS)"
 step "check_manifests.py" "$PY" "$HERE/check_manifests.py" "$WORK/rendered.yaml" --keys "$KEYS" --metrics "$METRICS"
 step "check_manifests.py catches broken manifests (mutation tests)" \

@@ -3,14 +3,16 @@
 # peers' IPs remembered in nodes.conf, then execs redis-server.
 #
 # Environment: POD_NAME, POD_NAMESPACE, POD_IP, SERVICE_NAME, CLUSTER_DOMAIN (downward API and
-# the pod spec), REDIS_PASSWORD (Secret). Optional overrides for tests: REDIS_CONF, RUNTIME_CONF,
-# NODES_CONF, ANNOUNCE_HOSTNAME.
+# the pod spec), REDIS_PASSWORD (Secret redis-auth), SLOTWAY_PASSWORD (Secret slotway-upstream:
+# the password of the restricted ACL user slotway logs in as). Optional overrides for tests:
+# REDIS_CONF, RUNTIME_CONF, NODES_CONF, ANNOUNCE_HOSTNAME, SLOTWAY_ACL_RULES.
 set -eu
 
 REDIS_CONF=${REDIS_CONF:-/etc/redis/redis.conf}
 RUNTIME_CONF=${RUNTIME_CONF:-/run/redis/runtime.conf}
 NODES_CONF=${NODES_CONF:-/data/nodes.conf}
 ANNOUNCE_HOSTNAME=${ANNOUNCE_HOSTNAME:-$POD_NAME.$SERVICE_NAME.$POD_NAMESPACE.svc.$CLUSTER_DOMAIN}
+SLOTWAY_ACL_RULES=${SLOTWAY_ACL_RULES:-/etc/redis/slotway-acl.rules}
 
 # The password is written into a config file unquoted, so keep it to a safe alphabet.
 case "$REDIS_PASSWORD" in
@@ -19,12 +21,33 @@ case "$REDIS_PASSWORD" in
     exit 1
     ;;
 esac
+case "${SLOTWAY_PASSWORD:-}" in
+  "" | *[!A-Za-z0-9._-]*)
+    echo "start.sh: SLOTWAY_PASSWORD must be non-empty and use only [A-Za-z0-9._-]" >&2
+    exit 1
+    ;;
+esac
+# The rules (slotway upstream-acl --format rules) without the comment lines, on one line; they
+# go into the config unquoted, so only the characters ACL rules use are accepted.
+rules=$(grep -v '^#' "$SLOTWAY_ACL_RULES" | tr '\n' ' ')
+not_acl='*[!A-Za-z0-9_~&*@+| -]*'
+# shellcheck disable=SC2254 # the pattern comes from the variable on purpose
+case "$rules" in
+  $not_acl | "")
+    echo "start.sh: $SLOTWAY_ACL_RULES does not hold only ACL rules" >&2
+    exit 1
+    ;;
+esac
+# Only the password's SHA-256 goes into the config.
+slotway_hash=$(printf '%s' "$SLOTWAY_PASSWORD" | sha256sum | cut -d' ' -f1)
 
 umask 077
 {
   echo "requirepass $REDIS_PASSWORD"
   echo "masterauth $REDIS_PASSWORD"
   echo "cluster-announce-hostname $ANNOUNCE_HOSTNAME"
+  # slotway's own user: the deny list of its command policy holds inside scripts too.
+  echo "user slotway reset on #$slotway_hash $rules"
 } >"$RUNTIME_CONF"
 
 # A pod that restarts usually gets a new IP, and so may its peers. Redis heals a single
