@@ -16,6 +16,7 @@ pub mod scripts;
 mod session;
 pub mod sha1;
 pub mod subscriber;
+pub mod trust;
 
 pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};
 pub use session::resting_clients;
