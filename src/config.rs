@@ -147,7 +147,8 @@ pub struct ClusterConfig {
     /// How long a request waits for a slot's new owner after a redirect or a lost
     /// connection before the client gets an error (default 5000 ms).
     pub retry_deadline_ms: u64,
-    /// Most MOVED/ASK hops one request may follow (default 5).
+    /// Most MOVED/ASK hops one request may follow (default 5); past it the client gets a
+    /// `-TRYAGAIN slotway: …` error that names no node.
     pub max_redirects: u32,
     /// Username for `AUTH` on every node; empty = default user (default empty).
     pub username: String,
