@@ -70,6 +70,13 @@ impl Outsider {
             !pools.contains(&outside),
             "a pool for an outsider: {pools:?}"
         );
+        let text = slotway::metrics::install()
+            .expect("metrics recorder")
+            .render();
+        // Members' series are labelled this way, so the outsider's absence means something.
+        let labelled = |a: &SocketAddr| text.contains(&format!("node=\"{a}\""));
+        assert!(pools.iter().any(labelled), "{text}");
+        assert!(!labelled(&outside), "a metric series for an outsider");
     }
 }
 
