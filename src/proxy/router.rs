@@ -197,7 +197,8 @@ impl Router {
         self.rotate.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Records a `MOVED`: the slot's new owner is used at once, and a full refresh follows.
+    /// Records a `MOVED`: the slot's new owner is used at once if it is a primary of the
+    /// topology (anything else only asks for the refresh that follows either way).
     pub fn note_moved(&self, slot: u16, to: SocketAddr) {
         let Some(handle) = self.topology.get() else {
             return;

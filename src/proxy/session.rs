@@ -594,25 +594,20 @@ impl Session {
         };
         let (readonly, wrap) = (w.readonly, w.wrap);
         let confirmed = std::mem::take(&mut w.confirming);
-        let next = match c.outcome {
+        let next = match (c.outcome, wrap) {
             // A redirect handed back after a refresh: already known to be Redis's own.
-            Outcome::Reply(frame, _) if confirmed => {
+            (Outcome::Reply(frame, _), _) if confirmed => {
                 self.on_error_reply(idx, frame, c.raw.clone(), c.tag, true)
             }
-            Outcome::Reply(run, _) if wrap.is_some() => {
-                match wrap.map(|w| trust::unwrap(&run, w)) {
-                    Some(Verdict::NotRun(err)) => {
-                        self.on_error_reply(idx, err, c.raw.clone(), c.tag, false)
-                    }
-                    Some(Verdict::Ran(reply)) => Some(reply),
-                    None => Some(run),
-                }
-            }
-            Outcome::Reply(frame, ReplyKind::Error) => {
+            (Outcome::Reply(run, _), Some(w)) => match trust::unwrap(&run, w) {
+                Verdict::NotRun(err) => self.on_error_reply(idx, err, c.raw.clone(), c.tag, false),
+                Verdict::Ran(reply) => Some(reply),
+            },
+            (Outcome::Reply(frame, ReplyKind::Error), None) => {
                 self.on_error_reply(idx, frame, c.raw.clone(), c.tag, false)
             }
-            Outcome::Reply(frame, _) => Some(frame),
-            Outcome::Failed(err) => {
+            (Outcome::Reply(frame, _), None) => Some(frame),
+            (Outcome::Failed(err), _) => {
                 self.shared.router.note_failure(&err);
                 if (err.retry_safe() || readonly) && self.begin_retry(idx, c.tag.part) {
                     metrics().retry(RetryReason::Connection).increment(1);
