@@ -8,6 +8,7 @@ mod common;
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use common::cluster::TestCluster;
 use common::load::tag_for_slot;
@@ -339,4 +340,42 @@ fn a_real_noscript_still_reloads_and_runs_once() {
         );
         assert_eq!(counter(&cluster, &key), 1, "RESP{proto}");
     }
+}
+
+#[test]
+fn a_real_moved_to_a_node_the_proxy_does_not_know_yet_is_confirmed_then_followed() {
+    // No periodic refresh: only the redirect itself can teach the proxy the new node.
+    let (mut cluster, proxy) = cluster_and_proxy(|c| c.cluster.refresh_interval_ms = 3_600_000);
+    let new = cluster.add_node();
+    let new_addr: SocketAddr = cluster.node_addr(new).parse().unwrap();
+    let mut node = common::cluster::direct(&new_addr.to_string());
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "slotway",
+            "on",
+            ">upstream-pw",
+            "+@all",
+            "~*",
+            "&*",
+        ])
+        .query::<()>(&mut node)
+        .unwrap();
+    let slot = 2222;
+    let from = cluster.primary_index_for_slot(slot);
+    let key = key_in(slot, "moved");
+    cluster.migrate_slots(&[slot], from, new, Duration::ZERO);
+    cluster.wait_slots_owned(&[slot], new, Duration::from_secs(30));
+    assert!(
+        !proxy.shared().router.is_member(new_addr),
+        "the proxy already knew the new node; the test proves nothing"
+    );
+    let mut raw = Raw::connect(proxy.addr());
+    let body = "return redis.call('INCR', KEYS[1])";
+    // The old owner answers -MOVED (queuing the script): a refresh confirms the node, the
+    // script runs there, once.
+    assert_eq!(raw.call(&["EVAL", body, "1", &key]), ":1\r\n");
+    assert_eq!(counter(&cluster, &key), 1);
+    assert!(proxy.shared().router.is_member(new_addr));
+    assert_eq!(raw.call(&["GET", &key]), "$1\r\n1\r\n");
 }
