@@ -16,23 +16,28 @@ use common::proxy::TestProxy;
 use common::resp::Raw;
 use slotway::security::Secret;
 
+/// Creates on the node at `addr` the ACL user the proxy authenticates as.
+fn grant_upstream_user(addr: &str) {
+    let mut node = common::cluster::direct(addr);
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "slotway",
+            "on",
+            ">upstream-pw",
+            "+@all",
+            "~*",
+            "&*",
+        ])
+        .query::<()>(&mut node)
+        .unwrap();
+}
+
 /// A cluster whose nodes know the ACL user the proxy authenticates as, and a proxy using it.
 fn cluster_and_proxy(tweak: impl FnOnce(&mut slotway::config::Config)) -> (TestCluster, TestProxy) {
     let cluster = TestCluster::start_with(3, 0);
     for addr in cluster.seeds() {
-        let mut node = common::cluster::direct(&addr);
-        redis::cmd("ACL")
-            .arg(&[
-                "SETUSER",
-                "slotway",
-                "on",
-                ">upstream-pw",
-                "+@all",
-                "~*",
-                "&*",
-            ])
-            .query::<()>(&mut node)
-            .unwrap();
+        grant_upstream_user(&addr);
     }
     let proxy = TestProxy::start_with(cluster.seeds(), |c| {
         c.cluster.username = "slotway".into();
@@ -348,19 +353,7 @@ fn a_real_moved_to_a_node_the_proxy_does_not_know_yet_is_confirmed_then_followed
     let (mut cluster, proxy) = cluster_and_proxy(|c| c.cluster.refresh_interval_ms = 3_600_000);
     let new = cluster.add_node();
     let new_addr: SocketAddr = cluster.node_addr(new).parse().unwrap();
-    let mut node = common::cluster::direct(&new_addr.to_string());
-    redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "slotway",
-            "on",
-            ">upstream-pw",
-            "+@all",
-            "~*",
-            "&*",
-        ])
-        .query::<()>(&mut node)
-        .unwrap();
+    grant_upstream_user(&new_addr.to_string());
     let slot = 2222;
     let from = cluster.primary_index_for_slot(slot);
     let key = key_in(slot, "moved");
