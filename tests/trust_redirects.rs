@@ -156,12 +156,25 @@ fn resp3_script_redirects_to_an_outsider_are_data() {
     let slot = 1234;
     let key = key_in(slot, "out3");
     let mut raw = Raw::connect(proxy.addr());
+    assert_eq!(
+        raw.call(&["FUNCTION", "LOAD", "REPLACE", FUNCTIONS]),
+        "$8\r\ntrustlib\r\n"
+    );
     assert!(raw.call(&["HELLO", "3"]).starts_with('%'));
     for code in ["MOVED", "ASK"] {
         for host in ["127.0.0.1", "localhost"] {
             let text = format!("{code} {slot} {host}:{port}");
-            let got = raw.call(&["EVAL", &script_error(&text), "1", &key]);
-            assert_eq!(got, format!("-{text}\r\n"));
+            let want = format!("-{text}\r\n");
+            let body = script_error(&text);
+            assert_eq!(raw.call(&["EVAL", &body, "1", &key]), want, "EVAL");
+            assert_eq!(raw.call(&["EVAL_RO", &body, "1", &key]), want, "EVAL_RO");
+            let sha = script_load(&mut raw, &body);
+            assert_eq!(raw.call(&["EVALSHA", &sha, "1", &key]), want, "EVALSHA");
+            assert_eq!(raw.call(&["FCALL", "say", "1", &key, &text]), want, "FCALL");
+            assert_eq!(raw.call(&["FCALL_RO", "say_ro", "1", &key, &text]), want);
+            let keyless = format!("{code} 0 {host}:{port}");
+            let got = raw.call(&["EVAL", &script_error(&keyless), "0"]);
+            assert_eq!(got, format!("-{keyless}\r\n"), "keyless");
         }
     }
     outsider.assert_never_connected(&proxy);
