@@ -145,9 +145,11 @@ pub struct ClusterConfig {
     /// Minimum gap between two on-demand refreshes (default 50 ms).
     pub refresh_min_interval_ms: u64,
     /// How long a request waits for a slot's new owner after a redirect or a lost
-    /// connection before the client gets an error (default 5000 ms).
+    /// connection before the client gets an error, and the longest wait for a refresh to
+    /// confirm a redirect target the topology does not know yet (default 5000 ms).
     pub retry_deadline_ms: u64,
-    /// Most MOVED/ASK hops one request may follow (default 5).
+    /// Most MOVED/ASK hops one request may follow (default 5); past it the client gets a
+    /// `-TRYAGAIN slotway: …` error that names no node.
     pub max_redirects: u32,
     /// Username for `AUTH` on every node; empty = default user (default empty).
     pub username: String,

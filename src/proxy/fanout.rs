@@ -139,7 +139,7 @@ pub fn prepare(
         .iter()
         .map(|p| match p.target {
             Target::Slot(s) => t.primary_for_slot(s).cloned(),
-            Target::Node(addr) => Some(router.pool_for_addr(addr)),
+            Target::Node(addr) => router.pool_for_addr(addr),
         })
         .collect();
     let Some(pools) = pools else {

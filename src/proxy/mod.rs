@@ -16,6 +16,7 @@ pub mod scripts;
 mod session;
 pub mod sha1;
 pub mod subscriber;
+pub mod trust;
 mod upstream_check;
 
 pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};

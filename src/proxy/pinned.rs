@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::router::Router;
+use super::trust::{self, Gate, Verdict, Wrap};
 use crate::backend::{
     Completion, DedicatedConn, DedicatedError, DedicatedPool, DurableWait, Outcome, ReplyTo,
 };
@@ -152,13 +153,13 @@ impl Pin {
         match job.kind {
             JobKind::Watch => self.watch(&job.raw).await,
             JobKind::Exec { queued } => self.exec(&job.raw, queued).await,
-            JobKind::Blocking { limit } => self.blocking(job.raw, limit, None, None).await,
+            JobKind::Blocking { limit } => self.blocking(job.raw, limit, None, None, false).await,
             JobKind::Script {
                 limit,
                 reload,
                 durable,
             } => {
-                self.blocking(job.raw, limit, reload, durable.as_ref())
+                self.blocking(job.raw, limit, reload, durable.as_ref(), true)
                     .await
             }
         }
@@ -253,41 +254,64 @@ impl Pin {
         aborted.unwrap_or(last)
     }
 
+    /// Runs one blocking command or (`script`) one script, following only what Redis itself
+    /// answered before running it (see [`trust`]): a script goes as MULTI/EXEC, so what it
+    /// returns is the client's reply and never a redirect; a redirect is followed only to a
+    /// member of the topology.
     async fn blocking(
         &mut self,
         raw: Bytes,
         limit: Option<Duration>,
         mut reload: Option<Bytes>,
         durable: Option<&DurableWait>,
+        script: bool,
     ) -> Bytes {
         let mut redirects = 0;
         let deadline = Instant::now() + self.ctx.retry_deadline;
         loop {
+            // The probe (on the first try only) tells a missing script from a script's text.
+            let probe = reload.as_deref().map(super::sha1::hex);
+            let (send, wrap) = if script {
+                let (bytes, wrap) = trust::wrap(&raw, probe.as_deref().map(str::as_bytes));
+                (bytes, Some(wrap))
+            } else {
+                (raw.clone(), None)
+            };
             let conn = match self.conn().await {
                 Ok(c) => c,
                 Err(e) => return error_frame(&format!("ERR slotway: {e}")),
             };
-            if let Err(e) = conn.write(&raw).await {
+            if let Err(e) = conn.write(&send).await {
                 return self.fail("blocking command not sent", e);
             }
-            let (frame, kind) = match conn.read_frame_within(limit).await {
+            let frames = wrap.map_or(1, Wrap::replies);
+            let (frame, kind) = match read_frames(conn, frames, limit).await {
                 Ok(r) => r,
                 Err(e) => return self.fail(
                     "connection lost while blocked; the command may or may not have been applied",
                     e,
                 ),
             };
-            if kind != ReplyKind::Error {
-                return match (durable, self.conn.as_mut()) {
-                    (Some(wait), Some(conn)) => confirm(conn, wait, frame).await,
-                    _ => frame,
-                };
+            let frame = match wrap.map(|w| trust::unwrap(&frame, w)) {
+                Some(Verdict::Ran(reply)) => return self.confirmed(reply, durable).await,
+                Some(Verdict::NotRun(err)) => err,
+                None if kind != ReplyKind::Error => return self.confirmed(frame, durable).await,
+                None => frame,
+            };
+            let err = classify_error(&frame);
+            let mut gate = self.judge(&err, false);
+            if gate == Gate::Confirm {
+                if let Some(handle) = self.ctx.router.topology() {
+                    let wait = self.ctx.retry_deadline;
+                    let _ = tokio::time::timeout(wait, handle.refresh_and_wait()).await;
+                }
+                gate = self.judge(&err, true);
             }
-            if redirects >= MAX_REDIRECTS {
-                return frame;
+            if matches!(gate, Gate::Redirect { .. }) && redirects >= MAX_REDIRECTS {
+                return error_frame(&trust::too_many_redirects(trust::redirect_slot(&err)));
             }
-            match classify_error(&frame) {
-                ServerError::NoScript => match reload.take() {
+            match gate {
+                Gate::Reload => match reload.take() {
                     Some(body) => {
                         if let Err(e) = self.load_script(&body).await {
                             return self.fail("SCRIPT LOAD failed", e);
@@ -295,10 +319,10 @@ impl Pin {
                     }
                     None => return frame,
                 },
-                ServerError::Moved { slot, addr } => {
-                    let Ok(to) = addr.parse::<SocketAddr>() else {
-                        return frame;
-                    };
+                Gate::Redirect {
+                    to,
+                    moved: Some(slot),
+                } => {
                     self.ctx.router.note_moved(slot, to);
                     redirects += 1;
                     if let Some(conn) = self.conn.take() {
@@ -306,15 +330,12 @@ impl Pin {
                     }
                     self.addr = to;
                 }
-                ServerError::Ask { addr, .. } => {
-                    let Ok(to) = addr.parse::<SocketAddr>() else {
-                        return frame;
-                    };
+                Gate::Redirect { to, moved: None } => {
                     self.ctx.router.note_ask();
-                    return self.asking(to, &raw, limit, durable).await;
+                    return self.asking(to, &send, frames, limit, durable).await;
                 }
                 // Not run (a multi-key request during a migration): again shortly.
-                ServerError::TryAgain if Instant::now() < deadline => {
+                Gate::Retry { refresh: false } if Instant::now() < deadline => {
                     tokio::time::sleep(TRYAGAIN_PAUSE).await;
                 }
                 _ => return frame,
@@ -322,12 +343,31 @@ impl Pin {
         }
     }
 
-    /// A one-off `-ASK` redirect: `ASKING` and the request on a dedicated connection to `to`,
-    /// handed back to the pool afterwards; the pinned connection stays where it is.
+    /// What an error Redis produced may do here: the exchange carries no slot of its own,
+    /// so a redirect is judged by its target alone.
+    fn judge(&self, err: &ServerError<'_>, confirmed: bool) -> Gate {
+        let table = self.ctx.router.table();
+        let topology = table.as_ref().map(|t| &*t.topology);
+        trust::judge(err, trust::redirect_slot(err), topology, confirmed)
+    }
+
+    /// The client's reply to a command that ran: confirmed by `WAIT` in durable mode.
+    async fn confirmed(&mut self, frame: Bytes, durable: Option<&DurableWait>) -> Bytes {
+        let is_error = matches!(frame.first(), Some(b'-' | b'!'));
+        match (durable, self.conn.as_mut()) {
+            (Some(wait), Some(conn)) if !is_error => confirm(conn, wait, frame).await,
+            _ => frame,
+        }
+    }
+
+    /// A one-off `-ASK` redirect: `ASKING` and the request (`frames` replies: a wrapped
+    /// script's run) on a dedicated connection to the member `to`, handed back to the pool
+    /// afterwards; the pinned connection stays where it is.
     async fn asking(
         &mut self,
         to: SocketAddr,
         raw: &[u8],
+        frames: u32,
         limit: Option<Duration>,
         durable: Option<&DurableWait>,
     ) -> Bytes {
@@ -347,11 +387,15 @@ impl Pin {
             Err(e) => Err(e),
         };
         let reply = match asked {
-            Ok(_) => conn.read_frame_within(limit).await,
+            Ok(_) => read_frames(&mut conn, frames, limit).await,
             Err(e) => Err(e),
         };
         match reply {
             Ok((frame, kind)) => {
+                let (frame, kind) = match frames {
+                    1 => (frame, kind),
+                    _ => trust::after_ask(&frame, frames),
+                };
                 let frame = match durable {
                     Some(wait) if kind != ReplyKind::Error => confirm(&mut conn, wait, frame).await,
                     _ => frame,
@@ -431,6 +475,26 @@ async fn confirm(conn: &mut DedicatedConn, wait: &DurableWait, frame: Bytes) -> 
     };
     let wait_reply = waited.map(|(r, _)| r).unwrap_or_default();
     wait.verdict(frame, ReplyKind::Other, &wait_reply).0
+}
+
+/// Reads `frames` replies as one run (the kind is the last one's).
+async fn read_frames(
+    conn: &mut DedicatedConn,
+    frames: u32,
+    limit: Option<Duration>,
+) -> Result<(Bytes, ReplyKind), DedicatedError> {
+    let first = conn.read_frame_within(limit).await?;
+    if frames <= 1 {
+        return Ok(first);
+    }
+    let mut run = BytesMut::from(&first.0[..]);
+    let mut kind = first.1;
+    for _ in 1..frames {
+        let (frame, k) = conn.read_frame_within(limit).await?;
+        run.extend_from_slice(&frame);
+        kind = k;
+    }
+    Ok((run.freeze(), kind))
 }
 
 fn answer(reply: &ReplyTo, frame: Bytes) {

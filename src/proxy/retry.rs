@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 use super::router::Router;
 use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
+use crate::protocol::ReplyKind;
 
 /// Shortest wait before re-routing a request by its slot.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -27,8 +28,15 @@ const BACKOFF_MAX: Duration = Duration::from_millis(100);
 enum Target {
     /// Whichever node owns the slot once the wait is over (None: any primary).
     Slot(Option<u16>),
-    /// The node named by a redirect (`host:port`), with the slot a MOVED reported.
-    Addr { addr: String, moved: Option<u16> },
+    /// The member a redirect named (already checked against the topology), with the slot a
+    /// MOVED reported.
+    Addr {
+        addr: SocketAddr,
+        moved: Option<u16>,
+    },
+    /// Not a send: a redirect named a node the topology does not know. Refresh (bounded by
+    /// `wait`), then hand `frame` back to the session to judge against the new topology.
+    Confirm { frame: Bytes, wait: Duration },
 }
 
 /// Who a retry is for: the session's router, reply channel and connection affinity.
@@ -41,6 +49,8 @@ pub struct Origin {
     pub affinity: usize,
     /// Send with the durable-write `WAIT`.
     pub durable: bool,
+    /// Replies the request is owed (more than 1 for a script wrapped in MULTI/EXEC).
+    pub replies: u32,
 }
 
 /// One request to send again.
@@ -80,13 +90,28 @@ impl Retry {
     }
 
     /// Follow a MOVED (`moved` = its slot) or an ASK (`moved` = None, sent with `ASKING`) to
-    /// `addr` at once.
-    pub fn redirect(origin: Origin, raw: Bytes, addr: String, moved: Option<u16>) -> Self {
+    /// the member `addr` at once.
+    pub fn redirect(origin: Origin, raw: Bytes, addr: SocketAddr, moved: Option<u16>) -> Self {
         Self {
             origin,
             raw,
             asking: moved.is_none(),
             target: Target::Addr { addr, moved },
+            delay: Duration::ZERO,
+            avoid: None,
+        }
+    }
+}
+
+impl Retry {
+    /// Refreshes the topology (waiting at most `wait`), then returns the redirect `frame` to
+    /// the session, which judges it again: followed if the node is now a member, else data.
+    pub fn confirm(origin: Origin, raw: Bytes, frame: Bytes, wait: Duration) -> Self {
+        Self {
+            origin,
+            raw,
+            target: Target::Confirm { frame, wait },
+            asking: false,
             delay: Duration::ZERO,
             avoid: None,
         }
@@ -149,18 +174,25 @@ impl RetryLane {
 
 async fn run(r: Retry) {
     let pool = match &r.target {
-        Target::Addr { addr, moved } => match resolve(addr).await {
-            Some(sock) => {
-                if let Some(slot) = moved {
-                    r.origin.router.note_moved(*slot, sock);
-                }
-                Some(r.origin.router.pool_for_addr(sock))
+        Target::Confirm { frame, wait } => {
+            if let Some(handle) = r.origin.router.topology() {
+                let _ = tokio::time::timeout(*wait, handle.refresh_and_wait()).await;
             }
-            None => {
-                r.origin.router.request_refresh();
-                return give_up(r, "redirect to an unresolvable address");
+            let frame = frame.clone();
+            let _ = r.origin.reply.tx.send(Completion {
+                tag: r.origin.reply.tag,
+                raw: r.raw,
+                outcome: Outcome::Reply(frame, ReplyKind::Error),
+            });
+            return;
+        }
+        Target::Addr { addr, moved } => {
+            if let Some(slot) = moved {
+                r.origin.router.note_moved(*slot, *addr);
             }
-        },
+            // None when the node left the topology since the session judged the redirect.
+            r.origin.router.pool_for_addr(*addr)
+        }
         Target::Slot(slot) => match r.avoid {
             Some(dead) => owner_other_than(&r.origin.router, *slot, dead, r.delay).await,
             None => {
@@ -177,7 +209,7 @@ async fn run(r: Retry) {
             raw: r.raw,
             asking: r.asking,
             durable: r.origin.durable,
-            replies: 1,
+            replies: r.origin.replies,
             reply: r.origin.reply,
         },
         r.origin.affinity,
@@ -252,27 +284,4 @@ async fn wait_for_topology(router: &Router, delay: Duration) {
     };
     let mut rx = handle.subscribe();
     let _ = tokio::time::timeout(delay, rx.changed()).await;
-}
-
-/// Resolves a redirect target as Redis prints it: `ip:port`, `hostname:port`, or an IPv6
-/// address whose last colon separates the port.
-async fn resolve(addr: &str) -> Option<SocketAddr> {
-    if let Ok(sock) = addr.parse() {
-        return Some(sock);
-    }
-    let (host, port) = addr.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    if host.is_empty() {
-        return None;
-    }
-    // As the topology does (cluster::resolve): IPv4 first, since nodes commonly bind only it.
-    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await.ok()?.collect();
-    found
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| found.first())
-        .copied()
 }

@@ -168,9 +168,23 @@ impl Router {
         self.commands.store(Arc::new(table));
     }
 
-    /// The pool for a node named by a redirect.
-    pub fn pool_for_addr(&self, addr: SocketAddr) -> Arc<NodePool> {
-        self.backends.pool(addr, false)
+    /// The pool for a node of the current topology; None for any other address, so no
+    /// connection, pool or credential ever goes to a node that is not a member.
+    pub fn pool_for_addr(&self, addr: SocketAddr) -> Option<Arc<NodePool>> {
+        self.is_member(addr)
+            .then(|| self.backends.pool(addr, false))
+    }
+
+    /// Addresses that have a backend pool (only members: see [`Router::pool_for_addr`]).
+    pub fn pool_addrs(&self) -> Vec<SocketAddr> {
+        self.backends.addrs()
+    }
+
+    /// True when `addr` is a node of the current topology.
+    pub fn is_member(&self, addr: SocketAddr) -> bool {
+        self.table()
+            .as_ref()
+            .is_some_and(|t| super::trust::is_member(&t.topology, addr))
     }
 
     /// The configured read policy.
@@ -183,7 +197,8 @@ impl Router {
         self.rotate.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Records a `MOVED`: the slot's new owner is used at once, and a full refresh follows.
+    /// Records a `MOVED`: the slot's new owner is used at once if it is a primary of the
+    /// topology (anything else only asks for the refresh that follows either way).
     pub fn note_moved(&self, slot: u16, to: SocketAddr) {
         let Some(handle) = self.topology.get() else {
             return;
@@ -278,6 +293,27 @@ mod tests {
         );
         router.install(&Arc::new(topo));
         router
+    }
+
+    #[tokio::test]
+    async fn pools_only_for_members_and_only_while_they_are() {
+        let router = after_failover();
+        let outsider: SocketAddr = "127.0.0.1:18999".parse().unwrap();
+        assert!(router.pool_for_addr(outsider).is_none());
+        assert!(!router.pool_addrs().contains(&outsider));
+        let member: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        assert!(router.pool_for_addr(member).is_some());
+        assert!(router.pool_addrs().contains(&member));
+        // The failed node leaves the topology: its pool goes with it.
+        let current = router.table().as_ref().unwrap().topology.clone();
+        let mut nodes = current.nodes.clone();
+        let mut shards = current.shards.clone();
+        nodes.remove(1);
+        shards.remove(1);
+        shards[1].primary = 1;
+        router.install(&Arc::new(Topology::new(nodes, shards).unwrap()));
+        assert!(!router.pool_addrs().contains(&member));
+        assert!(router.pool_for_addr(member).is_none());
     }
 
     #[tokio::test]

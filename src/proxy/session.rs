@@ -14,11 +14,11 @@ mod client;
 mod idle;
 mod modes;
 mod parts;
+mod recovery;
 mod subscribe;
 mod transaction;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
@@ -30,14 +30,13 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{classify_resolved, Decision, LocalCmd};
 use super::emulation::View;
 use super::fanout::Fanout;
-use super::retry::{self, Origin, Retry};
+use super::retry;
+use super::trust::{self, Verdict, Wrap};
 use super::Shared;
 use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
 use crate::config::ReadPolicy;
 use crate::metrics::{global as metrics, RetryReason, SessionMetrics};
-use crate::protocol::{
-    encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner, ServerError,
-};
+use crate::protocol::{encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner};
 use crate::security::limits::{self, IdleTimer};
 use crate::security::ClientState;
 use crate::tls::ClientStream;
@@ -66,6 +65,10 @@ pub(super) struct Waiting {
     pub(super) durable: bool,
     /// When retrying stops; set at the first retry.
     pub(super) deadline: Option<Instant>,
+    /// A script sent wrapped in MULTI/EXEC, so its own error replies stay data.
+    pub(super) wrap: Option<Wrap>,
+    /// The next completion is a redirect handed back after a refresh, to judge once more.
+    pub(super) confirming: bool,
 }
 
 impl Waiting {
@@ -78,6 +81,8 @@ impl Waiting {
             attempts: 0,
             durable: false,
             deadline: None,
+            wrap: None,
+            confirming: false,
         }
     }
 }
@@ -398,6 +403,7 @@ impl Session {
             return self.push_reply(reply);
         }
         let decision = classify_resolved(spec, &raw, args, &mut self.keys);
+        let script = spec.is_some_and(|s| trust::is_script(&s.name));
         drop(commands);
         let decision = match decision {
             Decision::Eval { slot, readonly } => {
@@ -428,13 +434,14 @@ impl Session {
                     self.metrics
                         .keyed(s, || key.map_or_else(Bytes::new, |r| raw.slice(r.clone())));
                 }
-                let waiting = Waiting {
-                    slot,
-                    readonly,
-                    redirects: 0,
-                    attempts: 0,
-                    durable: !readonly && self.shared.config.cluster.durable_writes,
-                    deadline: None,
+                let mut waiting = Waiting::new(slot, readonly);
+                waiting.durable = !readonly && self.shared.config.cluster.durable_writes;
+                let raw = if script {
+                    let (wrapped, wrap) = self.wrap_script(&raw, args);
+                    waiting.wrap = Some(wrap);
+                    wrapped
+                } else {
+                    raw
                 };
                 self.forward(raw, waiting).await;
             }
@@ -494,6 +501,7 @@ impl Session {
             return self.push_error(msg);
         };
         let durable = waiting.durable;
+        let replies = waiting.wrap.map_or(1, Wrap::replies);
         if !waiting.readonly {
             self.note_write(&pool);
         }
@@ -502,7 +510,7 @@ impl Session {
             raw,
             asking: false,
             durable,
-            replies: 1,
+            replies,
             reply: self.reply_to(tag),
         };
         pool.send(req, self.id).await;
@@ -584,13 +592,22 @@ impl Session {
         let Some(w) = self.waiting_part(idx, c.tag.part) else {
             return;
         };
-        let readonly = w.readonly;
-        let next = match c.outcome {
-            Outcome::Reply(frame, ReplyKind::Error) => {
-                self.on_error_reply(idx, frame, c.raw.clone(), c.tag)
+        let (readonly, wrap) = (w.readonly, w.wrap);
+        let confirmed = std::mem::take(&mut w.confirming);
+        let next = match (c.outcome, wrap) {
+            // A redirect handed back after a refresh: already known to be Redis's own.
+            (Outcome::Reply(frame, _), _) if confirmed => {
+                self.on_error_reply(idx, frame, c.raw.clone(), c.tag, true)
             }
-            Outcome::Reply(frame, _) => Some(frame),
-            Outcome::Failed(err) => {
+            (Outcome::Reply(run, _), Some(w)) => match trust::unwrap(&run, w) {
+                Verdict::NotRun(err) => self.on_error_reply(idx, err, c.raw.clone(), c.tag, false),
+                Verdict::Ran(reply) => Some(reply),
+            },
+            (Outcome::Reply(frame, ReplyKind::Error), None) => {
+                self.on_error_reply(idx, frame, c.raw.clone(), c.tag, false)
+            }
+            (Outcome::Reply(frame, _), None) => Some(frame),
+            (Outcome::Failed(err), _) => {
                 self.shared.router.note_failure(&err);
                 if (err.retry_safe() || readonly) && self.begin_retry(idx, c.tag.part) {
                     metrics().retry(RetryReason::Connection).increment(1);
@@ -604,7 +621,8 @@ impl Session {
         };
         if let Some(frame) = next {
             if matches!(self.pending[idx], Pending::Waiting(_)) {
-                self.slow_log(c.tag.seq, &c.raw);
+                let raw = wrap.map_or_else(|| c.raw.clone(), |w| w.inner(&c.raw));
+                self.slow_log(c.tag.seq, &raw);
             }
             self.finish(idx, c.tag.part, frame);
         }
@@ -639,111 +657,6 @@ impl Session {
             _ => frame,
         };
         self.pending[idx] = Pending::Ready(reply);
-    }
-
-    /// Sends `pending[idx]` again to whichever node owns its slot after a short backoff, or as
-    /// soon as the map names an owner other than `failed` (the node that could not answer).
-    fn reroute(&mut self, idx: usize, raw: Bytes, tag: Tag, failed: Option<SocketAddr>) {
-        let (slot, attempts) = {
-            let w = self.waiting(idx, tag.part);
-            (w.slot, w.attempts)
-        };
-        let retry = Retry::reroute(self.origin(idx, tag), raw, slot, attempts).avoiding(failed);
-        self.modes.retries.push(retry);
-    }
-
-    fn origin(&mut self, idx: usize, tag: Tag) -> Origin {
-        Origin {
-            durable: self.waiting(idx, tag.part).durable,
-            router: self.shared.router.clone(),
-            reply: self.reply_to(tag),
-            affinity: self.id,
-        }
-    }
-
-    /// Counts one redirect of `pending[idx]`; false once the hop limit is reached.
-    fn begin_redirect(&mut self, idx: usize, part: u32) -> bool {
-        let max = self.shared.config.cluster.max_redirects;
-        let w = self.waiting(idx, part);
-        if w.redirects >= max {
-            return false;
-        }
-        w.redirects += 1;
-        true
-    }
-
-    /// Handles an error reply; returns the frame to pass on, or None when a retry was sent.
-    fn on_error_reply(&mut self, idx: usize, frame: Bytes, raw: Bytes, tag: Tag) -> Option<Bytes> {
-        let router = self.shared.router.clone();
-        match crate::protocol::classify_error(&frame) {
-            ServerError::Moved { slot, addr } => {
-                if !self.begin_redirect(idx, tag.part) {
-                    return Some(frame);
-                }
-                metrics().moved.increment(1);
-                let target = addr.to_string();
-                let retry = Retry::redirect(self.origin(idx, tag), raw, target, Some(slot));
-                self.modes.retries.push(retry);
-                None
-            }
-            ServerError::Ask { addr, .. } => {
-                if !self.begin_redirect(idx, tag.part) {
-                    return Some(frame);
-                }
-                metrics().ask.increment(1);
-                router.note_ask();
-                let target = addr.to_string();
-                let retry = Retry::redirect(self.origin(idx, tag), raw, target, None);
-                self.modes.retries.push(retry);
-                None
-            }
-            e @ (ServerError::TryAgain
-            | ServerError::ClusterDown
-            | ServerError::Loading
-            | ServerError::MasterDown
-            | ServerError::ReadOnly) => {
-                if !self.begin_retry(idx, tag.part) {
-                    return Some(frame);
-                }
-                metrics().retry(retry_reason(&e)).increment(1);
-                if !matches!(e, ServerError::TryAgain) {
-                    router.request_refresh();
-                }
-                self.reroute(idx, raw, tag, None);
-                None
-            }
-            ServerError::NoScript => self.on_noscript(idx, frame, raw, tag),
-            _ => Some(frame),
-        }
-    }
-
-    /// `NOSCRIPT` to an `EVALSHA` whose body slotway has seen: load it, then send it again.
-    fn on_noscript(&mut self, idx: usize, frame: Bytes, raw: Bytes, tag: Tag) -> Option<Bytes> {
-        let scripts = &self.shared.scripts;
-        let Some(body) = scripts.body_for_evalsha(&raw, self.shared.scan_limits) else {
-            return Some(frame);
-        };
-        // Counted as a redirect: a script that will not load cannot loop.
-        if !self.begin_redirect(idx, tag.part) {
-            return Some(frame);
-        }
-        let slot = self.waiting(idx, tag.part).slot;
-        let origin = self.origin(idx, tag);
-        super::scripts::spawn_reload(&self.shared, origin, body, raw, slot);
-        None
-    }
-
-    /// Starts (or continues) a retry of `pending[idx]`; false once its deadline has passed.
-    fn begin_retry(&mut self, idx: usize, part: u32) -> bool {
-        let budget = crate::config::ms(self.shared.config.cluster.retry_deadline_ms);
-        let w = self.waiting(idx, part);
-        let now = Instant::now();
-        let deadline = *w.deadline.get_or_insert(now + budget);
-        if now >= deadline {
-            return false;
-        }
-        w.attempts += 1;
-        true
     }
 
     fn waiting(&mut self, idx: usize, part: u32) -> &mut Waiting {
@@ -854,17 +767,6 @@ async fn recv_completions(
     match rx {
         Some(rx) => rx.recv_many(out, 256).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The `reason` label of a retry after an error reply.
-fn retry_reason(e: &ServerError) -> RetryReason {
-    match e {
-        ServerError::TryAgain => RetryReason::TryAgain,
-        ServerError::Loading => RetryReason::Loading,
-        ServerError::MasterDown => RetryReason::MasterDown,
-        ServerError::ReadOnly => RetryReason::ReadOnly,
-        _ => RetryReason::ClusterDown,
     }
 }
 

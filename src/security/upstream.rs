@@ -35,6 +35,7 @@ pub const PROXY_SENDS: &[&str] = &[
     "psubscribe",
     "punsubscribe",
     "readonly",
+    "script|exists",
     "script|load",
     "ssubscribe",
     "subscribe",
