@@ -402,3 +402,60 @@ fn a_subscribe_without_a_connection_is_an_error() {
     assert_eq!(publisher.call(&["SPUBLISH", "{d}b", "now"]), ":1\r\n");
     expect_frame_with(&mut second, "now", Duration::from_secs(10));
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to a node process this test's cluster started.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// A stopped node, continued when dropped (also when the test fails).
+struct Stopped(u32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+/// A node that does not answer a subscribe (hung, or stopped while it fails over): the client
+/// gets an error after the backend command timeout instead of waiting for ever, and can
+/// subscribe once the node answers again.
+#[test]
+fn a_subscribe_to_a_hung_node_is_an_error_not_a_hang() {
+    let cluster = TestCluster::start_with(3, 0);
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| {
+        c.backend.command_timeout_ms = 400;
+    });
+    let owner = cluster.primary_for_key("{h}ch");
+    let index = cluster.node_index(&owner).expect("owner index");
+    let pid = cluster.pids()[index];
+    let mut sub = Raw::connect(proxy.addr());
+    let stopped = Stopped(pid);
+    signal(pid, "STOP");
+    let started = Instant::now();
+    let reply = sub.call(&["SSUBSCRIBE", "{h}ch"]);
+    drop(stopped);
+    assert!(
+        reply.starts_with("-ERR slotway: SSUBSCRIBE not in place")
+            && reply.contains("no answer from the node within 400 ms"),
+        "{reply}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "answered late");
+    assert_eq!(sub.call(&["PING"]), "+PONG\r\n");
+
+    let mut publisher = Raw::connect(proxy.addr());
+    wait_until(Duration::from_secs(20), "a subscription in place", || {
+        let reply = sub.call(&["SSUBSCRIBE", "{h}ch"]);
+        if reply.ends_with(":1\r\n") {
+            return true;
+        }
+        assert!(reply.starts_with("-ERR slotway:"), "{reply}");
+        false
+    });
+    assert_eq!(publisher.call(&["SPUBLISH", "{h}ch", "back"]), ":1\r\n");
+    expect_frame_with(&mut sub, "back", Duration::from_secs(10));
+}

@@ -220,6 +220,11 @@ impl DedicatedPool {
     pub fn budgets(&self) -> Budgets {
         self.budgets
     }
+
+    /// How long a node may take to answer on these connections (`backend.command_timeout_ms`).
+    pub fn reply_timeout(&self) -> Duration {
+        self.template.command_timeout
+    }
 }
 
 /// One dedicated connection; closed when dropped unless handed back with [`DedicatedConn::release`].

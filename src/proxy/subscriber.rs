@@ -213,6 +213,7 @@ impl Task {
         let mut topology = self.router.topology().map(|h| h.subscribe());
         loop {
             let repair_at = self.repair_at;
+            let overdue_at = self.next_overdue();
             tokio::select! {
                 op = ops.recv() => match op {
                     Some(op) => self.apply(op).await,
@@ -232,6 +233,7 @@ impl Task {
                     }
                 }
                 _ = sleep_until(repair_at), if repair_at.is_some() => self.repair().await,
+                _ = sleep_until(overdue_at), if overdue_at.is_some() => self.expire_overdue(),
             }
         }
     }
@@ -452,36 +454,39 @@ impl Task {
                 true
             }
             Event::Closed => {
-                let owed = self.link_mut(id).map(Link::take_owed).unwrap_or_default();
-                for c in owed {
-                    let kind = c.kind();
-                    self.refuse(
-                        c,
-                        &not_in_place(kind, "the connection to the node was lost"),
-                    );
-                }
-                if self.global.as_ref().is_some_and(|l| l.id == id) {
-                    self.global = None;
-                }
-                let lost: Vec<SocketAddr> = self
-                    .links
-                    .iter()
-                    .filter(|(_, l)| l.id == id)
-                    .map(|(a, _)| *a)
-                    .collect();
-                for addr in lost {
-                    self.links.remove(&addr);
-                    for at in self.shard.values_mut() {
-                        if *at == Some(addr) {
-                            *at = None;
-                        }
-                    }
-                }
-                self.router.request_refresh();
-                self.schedule_repair();
+                self.lost(id, "the connection to the node was lost");
                 true
             }
         }
+    }
+
+    /// Link `id` is gone (or given up on): what it still owed is refused, its subscriptions
+    /// are restored elsewhere once the topology says where.
+    fn lost(&mut self, id: u64, why: &str) {
+        let owed = self.link_mut(id).map(Link::take_owed).unwrap_or_default();
+        for c in owed {
+            let kind = c.kind();
+            self.refuse(c, &not_in_place(kind, why));
+        }
+        if self.global.as_ref().is_some_and(|l| l.id == id) {
+            self.global = None;
+        }
+        let lost: Vec<SocketAddr> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.id == id)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in lost {
+            self.links.remove(&addr);
+            for at in self.shard.values_mut() {
+                if *at == Some(addr) {
+                    *at = None;
+                }
+            }
+        }
+        self.router.request_refresh();
+        self.schedule_repair();
     }
 
     fn link_mut(&mut self, id: u64) -> Option<&mut Link> {

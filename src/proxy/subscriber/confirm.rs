@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 
 use super::link::{command, Link};
 use super::{Kind, Task};
@@ -81,6 +82,37 @@ impl Confirm {
 }
 
 impl Task {
+    /// When the oldest unanswered (un)subscribe on any link becomes overdue.
+    pub(super) fn next_overdue(&self) -> Option<Instant> {
+        let limit = self.pool.reply_timeout();
+        self.global
+            .iter()
+            .chain(self.links.values())
+            .filter_map(Link::owed_since)
+            .min()
+            .map(|t| t + limit)
+    }
+
+    /// Gives up on links whose node has not answered an (un)subscribe within the backend
+    /// command timeout (a hung node, a failover under way): the client waiting for its
+    /// confirmation gets an error instead of waiting forever, and the link's subscriptions
+    /// are restored on a fresh connection once the topology says where.
+    pub(super) fn expire_overdue(&mut self) {
+        let limit = self.pool.reply_timeout();
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .global
+            .iter()
+            .chain(self.links.values())
+            .filter(|l| l.owed_since().is_some_and(|t| t + limit <= now))
+            .map(|l| l.id)
+            .collect();
+        let why = format!("no answer from the node within {} ms", limit.as_millis());
+        for id in late {
+            self.lost(id, &why);
+        }
+    }
+
     /// A subscribe that cannot be put in place: the task forgets its names (so no repair
     /// subscribes them behind the client's back) and the client gets the error `why`.
     pub(super) fn refuse(&mut self, c: Confirm, why: &str) {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::Confirm;
 use crate::backend::DedicatedConn;
@@ -37,6 +38,8 @@ pub(super) struct Owed {
     frames: usize,
     /// The client's confirmation, released when the last frame arrives.
     confirm: Option<Confirm>,
+    /// When the command was sent.
+    since: Instant,
 }
 
 impl Link {
@@ -53,6 +56,7 @@ impl Link {
             verb: confirmation_verb(verb),
             frames: names.len(),
             confirm,
+            since: Instant::now(),
         });
     }
 
@@ -79,6 +83,11 @@ impl Link {
     /// client confirmation, now to be refused; None when nothing was owed.
     pub(super) fn refused(&mut self) -> Option<Option<Confirm>> {
         self.owed.pop_front().map(|o| o.confirm)
+    }
+
+    /// When the oldest command still unanswered was sent (None: nothing owed).
+    pub(super) fn owed_since(&self) -> Option<Instant> {
+        self.owed.front().map(|o| o.since)
     }
 
     /// The client confirmations still owed (the connection is gone).
