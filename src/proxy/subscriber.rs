@@ -354,7 +354,7 @@ impl Task {
     }
 
     /// Subscribes every unplaced (or misplaced) shard channel on its slot's current owner;
-    /// `confirm` goes with the last SSUBSCRIBE sent (a client's SSUBSCRIBE names one slot).
+    /// `confirm` goes with the last SSUBSCRIBE of its names (a client's SSUBSCRIBE names one slot).
     async fn place_shards(&mut self, mut confirm: Option<Confirm>) {
         let owners: Vec<(Bytes, Option<SocketAddr>, Option<SocketAddr>)> = {
             let table = self.router.table();
@@ -395,11 +395,11 @@ impl Task {
                 }
             }
             if let Some(l) = self.links.get_mut(&owner) {
-                let last = !self
-                    .shard
-                    .range(ch.clone()..)
-                    .skip(1)
-                    .any(|(_, at)| at.is_none());
+                // Channels are placed in order, so the confirmation rides on the SSUBSCRIBE of
+                // its greatest name: the node has confirmed them all once that one is.
+                let last = confirm
+                    .as_ref()
+                    .is_some_and(|c| c.names().iter().max() == Some(&ch));
                 let c = if last { confirm.take() } else { None };
                 l.send(b"SSUBSCRIBE", std::slice::from_ref(&ch), c);
             }
