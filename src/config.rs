@@ -210,9 +210,27 @@ pub struct BackendConfig {
     pub reconnect_backoff_max_ms: u64,
     /// Largest reply accepted from a node before the connection is dropped (default 1 GiB).
     pub max_reply_bytes: usize,
-    /// Dedicated connections per node for transactions, blocking commands and
-    /// subscriptions; a client needing one more gets an error (default 64).
+    /// Dedicated connections per node for blocking commands (BLPOP, XREAD … BLOCK …); a
+    /// client needing one more gets an error (default 64). Transactions and subscriptions
+    /// have budgets of their own, so blocked clients cannot starve them.
     pub max_dedicated_per_node: usize,
+    /// Dedicated connections per node for WATCH/MULTI/EXEC and RESP3 scripts; one more gets
+    /// an error (default 64).
+    pub max_transaction_per_node: usize,
+    /// Dedicated connections per node carrying subscriptions (one per subscribing client and
+    /// node); a SUBSCRIBE needing one more gets an error (default 64).
+    pub max_subscriber_per_node: usize,
+}
+
+impl BackendConfig {
+    /// The per-node caps of dedicated connections, by kind.
+    pub fn budgets(&self) -> crate::backend::Budgets {
+        crate::backend::Budgets {
+            blocking: self.max_dedicated_per_node,
+            transaction: self.max_transaction_per_node,
+            subscriber: self.max_subscriber_per_node,
+        }
+    }
 }
 
 /// Per-client limits.
@@ -332,6 +350,8 @@ impl Default for BackendConfig {
             reconnect_backoff_max_ms: 2_000,
             max_reply_bytes: 1 << 30,
             max_dedicated_per_node: 64,
+            max_transaction_per_node: 64,
+            max_subscriber_per_node: 64,
         }
     }
 }
@@ -417,6 +437,14 @@ impl Config {
         positive(
             "backend.max_dedicated_per_node",
             self.backend.max_dedicated_per_node as u64,
+        )?;
+        positive(
+            "backend.max_transaction_per_node",
+            self.backend.max_transaction_per_node as u64,
+        )?;
+        positive(
+            "backend.max_subscriber_per_node",
+            self.backend.max_subscriber_per_node as u64,
         )?;
         positive(
             "client.pubsub_buffer_bytes",

@@ -284,9 +284,16 @@ fn upstream_auth_uses_an_acl_user_from_files() {
         c.cluster.password_file = p;
     });
     let mut s = connect(proxy.addr());
-    // The node sees the proxy's connection as the ACL user from the file.
-    assert_eq!(ask(&mut s, "ACL WHOAMI\r\n"), "$7\r\nslotway\r\n");
     assert_eq!(ask(&mut s, "SET up:k v\r\n"), "+OK\r\n");
+    // The node sees the proxy's connections as the ACL user from the file (ACL WHOAMI is
+    // answered by the proxy with the client's own user, so ask the node who is connected).
+    let owner = cluster.primary_for_key("up:k");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut common::cluster::direct(&owner))
+        .unwrap();
+    assert!(list.contains(" user=slotway "), "{list}");
+    assert_eq!(ask(&mut s, "ACL WHOAMI\r\n"), "$7\r\ndefault\r\n");
     drop(proxy);
 
     // A wrong password: the proxy cannot use the cluster and says so, without the secret.

@@ -107,7 +107,11 @@ fn call(raw: &mut Raw, template: &str, prefix: &str) -> String {
 #[test]
 fn resp3_replies_match_a_node() {
     let cluster = TestCluster::start();
-    let proxy = TestProxy::start(cluster.seeds());
+    // ACL GETUSER is refused by the default policy (a node would describe the proxy's
+    // upstream identity); allowed here to compare its RESP3 shape with a node's.
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| {
+        c.policy.allow = vec!["acl|getuser".into()];
+    });
     // Same-length prefixes in one slot, so replies differ only by the prefix.
     let (node_prefix, proxy_prefix) = ("{r3}N:", "{r3}P:");
     let mut node = Raw::connect_str(&cluster.primary_for_key("{r3}"));

@@ -15,7 +15,7 @@ fn transactions() {
     // One dedicated connection per node: every transaction reuses the same backend
     // connection, so a WATCH left behind would break the next transaction.
     let proxy = TestProxy::start_with(cluster.seeds(), |c| {
-        c.backend.max_dedicated_per_node = 1;
+        c.backend.max_transaction_per_node = 1;
     });
 
     // MULTI … EXEC with keys in one slot, replies passed through in order.

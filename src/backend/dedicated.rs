@@ -3,9 +3,11 @@
 //!
 //! Unlike the multiplexed connections, a dedicated connection may sit blocked for as long as
 //! the command it carries wants (BLPOP 0), so it is never shared. Each node has a bounded
-//! number of them (`backend.max_dedicated_per_node`): a session that asks for one more gets a
-//! clear error instead of exhausting the node's client table. Connections handed back clean
-//! are kept idle for reuse; anything else is closed by dropping it.
+//! number of them per [`Budget`] — blocking commands, transactions, subscriptions — so that
+//! clients parked in `BLPOP … 0` can use up only the blocking budget and never stop another
+//! client from subscribing or running EXEC. A session that asks for one more than its kind's
+//! budget gets a clear error instead of exhausting the node's client table. Connections handed
+//! back clean are kept idle for reuse by any kind; anything else is closed by dropping it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,15 +31,15 @@ const MAX_IDLE_PER_NODE: usize = 16;
 /// Why a dedicated connection could not be had or used.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DedicatedError {
-    /// Every dedicated connection allowed to the node is in use.
-    #[error(
-        "no dedicated connection left to {addr} (backend.max_dedicated_per_node = {max} in use)"
-    )]
+    /// Every dedicated connection of one budget allowed to the node is in use.
+    #[error("no dedicated connection left to {addr} ({setting} = {max} in use)")]
     Exhausted {
         /// The node.
         addr: SocketAddr,
         /// The configured cap.
         max: usize,
+        /// The setting naming the cap.
+        setting: &'static str,
     },
     /// Connecting or the handshake failed; nothing was sent.
     #[error("cannot connect to {0}: {1}")]
@@ -47,10 +49,70 @@ pub enum DedicatedError {
     Lost(SocketAddr, String),
 }
 
-/// The per-node bookkeeping: the cap and the idle connections.
+/// What a dedicated connection is for; each kind has its own per-node cap, so one kind
+/// running out never blocks the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Blocking commands (`BLPOP`, `XREAD … BLOCK` …), which may hold it indefinitely.
+    Blocking,
+    /// Exchanges that end on their own: `WATCH` … `EXEC`, scripts for RESP3 clients.
+    Transaction,
+    /// Pub/Sub subscriptions.
+    Subscriber,
+}
+
+impl Budget {
+    const ALL: [Budget; 3] = [Budget::Blocking, Budget::Transaction, Budget::Subscriber];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The setting that caps this kind.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Budget::Blocking => "backend.max_dedicated_per_node",
+            Budget::Transaction => "backend.max_transaction_per_node",
+            Budget::Subscriber => "backend.max_subscriber_per_node",
+        }
+    }
+}
+
+/// Per-node caps of each [`Budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    /// Blocking commands (`backend.max_dedicated_per_node`).
+    pub blocking: usize,
+    /// Transactions and RESP3 scripts (`backend.max_transaction_per_node`).
+    pub transaction: usize,
+    /// Subscriptions (`backend.max_subscriber_per_node`).
+    pub subscriber: usize,
+}
+
+impl Budgets {
+    /// The same cap for every kind.
+    pub fn uniform(max: usize) -> Self {
+        Self {
+            blocking: max,
+            transaction: max,
+            subscriber: max,
+        }
+    }
+
+    fn get(&self, b: Budget) -> usize {
+        match b {
+            Budget::Blocking => self.blocking,
+            Budget::Transaction => self.transaction,
+            Budget::Subscriber => self.subscriber,
+        }
+        .max(1)
+    }
+}
+
+/// The per-node bookkeeping: one cap per budget, and the idle connections.
 #[derive(Debug)]
 struct Node {
-    permits: Arc<Semaphore>,
+    permits: [Arc<Semaphore>; 3],
     idle: Mutex<Vec<DedicatedConn>>,
 }
 
@@ -58,16 +120,16 @@ struct Node {
 #[derive(Debug)]
 pub struct DedicatedPool {
     template: ConnSettings,
-    max_per_node: usize,
+    budgets: Budgets,
     nodes: DashMap<SocketAddr, Arc<Node>>,
 }
 
 impl DedicatedPool {
-    /// A pool whose connections use `template` (address ignored), at most `max_per_node` each.
-    pub fn new(template: ConnSettings, max_per_node: usize) -> Self {
+    /// A pool whose connections use `template` (address ignored), capped per node by `budgets`.
+    pub fn new(template: ConnSettings, budgets: Budgets) -> Self {
         Self {
             template,
-            max_per_node: max_per_node.max(1),
+            budgets,
             nodes: DashMap::new(),
         }
     }
@@ -77,32 +139,35 @@ impl DedicatedPool {
             .entry(addr)
             .or_insert_with(|| {
                 Arc::new(Node {
-                    permits: Arc::new(Semaphore::new(self.max_per_node)),
+                    permits: Budget::ALL.map(|b| Arc::new(Semaphore::new(self.budgets.get(b)))),
                     idle: Mutex::new(Vec::new()),
                 })
             })
             .clone()
     }
 
-    /// A connection to `addr` speaking protocol `proto` (2 or 3): an idle one that is still
-    /// open, else a new one. When the node's cap is reached it waits up to the connect
-    /// timeout for one to be handed back (a session releasing its connection a moment after
-    /// answering), then fails.
+    /// A connection to `addr` speaking protocol `proto` (2 or 3), counted against `budget`:
+    /// an idle one that is still open, else a new one. When the node's cap for `budget` is
+    /// reached it waits up to the connect timeout for one to be handed back (a session
+    /// releasing its connection a moment after answering), then fails.
     pub async fn checkout(
         &self,
         addr: SocketAddr,
         proto: u8,
+        budget: Budget,
     ) -> Result<DedicatedConn, DedicatedError> {
         let node = self.node(addr);
         let exhausted = || DedicatedError::Exhausted {
             addr,
-            max: self.max_per_node,
+            max: self.budgets.get(budget),
+            setting: budget.setting(),
         };
-        let permit = match node.permits.clone().try_acquire_owned() {
+        let permits = &node.permits[budget.index()];
+        let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => tokio::time::timeout(
                 self.template.connect_timeout,
-                node.permits.clone().acquire_owned(),
+                permits.clone().acquire_owned(),
             )
             .await
             .map_err(|_| exhausted())?
@@ -144,16 +209,21 @@ impl DedicatedPool {
         })
     }
 
-    /// Dedicated connections to `addr` currently checked out.
-    pub fn open_count(&self, addr: SocketAddr) -> usize {
-        self.nodes
-            .get(&addr)
-            .map_or(0, |n| self.max_per_node - n.permits.available_permits())
+    /// Dedicated connections of `budget` to `addr` currently checked out.
+    pub fn open_count(&self, addr: SocketAddr, budget: Budget) -> usize {
+        self.nodes.get(&addr).map_or(0, |n| {
+            self.budgets.get(budget) - n.permits[budget.index()].available_permits()
+        })
     }
 
-    /// The configured cap per node.
-    pub fn max_per_node(&self) -> usize {
-        self.max_per_node
+    /// The configured caps per node.
+    pub fn budgets(&self) -> Budgets {
+        self.budgets
+    }
+
+    /// How long a node may take to answer on these connections (`backend.command_timeout_ms`).
+    pub fn reply_timeout(&self) -> Duration {
+        self.template.command_timeout
     }
 }
 
@@ -379,11 +449,12 @@ mod tests {
     #[tokio::test]
     async fn cap_is_enforced_and_released_connections_are_reused() {
         let addr = fake_node().await;
-        let pool = DedicatedPool::new(settings(), 2);
-        let mut a = pool.checkout(addr, 2).await.unwrap();
-        let b = pool.checkout(addr, 2).await.unwrap();
-        assert_eq!(pool.open_count(addr), 2);
-        let err = pool.checkout(addr, 2).await.unwrap_err();
+        let pool = DedicatedPool::new(settings(), Budgets::uniform(2));
+        let b = Budget::Blocking;
+        let mut a = pool.checkout(addr, 2, b).await.unwrap();
+        let second = pool.checkout(addr, 2, b).await.unwrap();
+        assert_eq!(pool.open_count(addr, b), 2);
+        let err = pool.checkout(addr, 2, b).await.unwrap_err();
         assert!(matches!(err, DedicatedError::Exhausted { max: 2, .. }));
         assert!(err.to_string().contains("max_dedicated_per_node"));
         a.write(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
@@ -391,13 +462,46 @@ mod tests {
         assert_eq!(&frame[..], b"+PONG\r\n");
         assert_eq!(kind, ReplyKind::Other);
         a.release();
-        assert_eq!(pool.open_count(addr), 1);
-        let mut c = pool.checkout(addr, 2).await.unwrap();
-        assert_eq!(pool.open_count(addr), 2);
+        assert_eq!(pool.open_count(addr, b), 1);
+        let mut c = pool.checkout(addr, 2, b).await.unwrap();
+        assert_eq!(pool.open_count(addr, b), 2);
         c.write(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
         assert_eq!(&c.read_frame().await.unwrap().0[..], b"+PONG\r\n");
-        drop(b);
-        assert_eq!(pool.open_count(addr), 1);
+        drop(second);
+        assert_eq!(pool.open_count(addr, b), 1);
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_budget_leaves_the_others_available() {
+        let addr = fake_node().await;
+        let budgets = Budgets {
+            blocking: 1,
+            transaction: 1,
+            subscriber: 1,
+        };
+        let pool = DedicatedPool::new(settings(), budgets);
+        let _blocked = pool.checkout(addr, 2, Budget::Blocking).await.unwrap();
+        let err = pool.checkout(addr, 2, Budget::Blocking).await.unwrap_err();
+        assert!(err.to_string().contains("backend.max_dedicated_per_node"));
+        let sub = pool.checkout(addr, 2, Budget::Subscriber).await.unwrap();
+        let tx = pool.checkout(addr, 2, Budget::Transaction).await.unwrap();
+        let err = pool
+            .checkout(addr, 2, Budget::Subscriber)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("backend.max_subscriber_per_node"));
+        let err = pool
+            .checkout(addr, 2, Budget::Transaction)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("backend.max_transaction_per_node"));
+        drop(sub);
+        tx.release();
+        assert_eq!(pool.open_count(addr, Budget::Transaction), 0);
+        // An idle connection serves any kind.
+        let again = pool.checkout(addr, 2, Budget::Subscriber).await.unwrap();
+        assert_eq!(pool.open_count(addr, Budget::Subscriber), 1);
+        drop(again);
     }
 
     #[tokio::test]
@@ -405,9 +509,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let pool = DedicatedPool::new(settings(), 2);
-        let err = pool.checkout(addr, 2).await.unwrap_err();
+        let pool = DedicatedPool::new(settings(), Budgets::uniform(2));
+        let err = pool.checkout(addr, 2, Budget::Blocking).await.unwrap_err();
         assert!(matches!(err, DedicatedError::Connect(..)));
-        assert_eq!(pool.open_count(addr), 0);
+        assert_eq!(pool.open_count(addr, Budget::Blocking), 0);
     }
 }

@@ -7,7 +7,7 @@ mod dedicated;
 mod pool;
 
 pub use conn::{BackendConn, ConnSettings, DurableWait};
-pub use dedicated::{DedicatedConn, DedicatedError, DedicatedPool};
+pub use dedicated::{Budget, Budgets, DedicatedConn, DedicatedError, DedicatedPool};
 pub use pool::{Backends, NodePool};
 
 use bytes::Bytes;

@@ -101,7 +101,7 @@ pub(super) fn rows() -> Vec<CommandSpec> {
     c("acl|save",              2, ADMIN | NOSCRIPT | LOADING | STALE, &[], AllPrimaries(AllOk)),
     c("acl|setuser",          -3, ADMIN | NOSCRIPT | LOADING | STALE, &[], AllPrimaries(AllOk)),
     c("acl|users",             2, ADMIN | NOSCRIPT | LOADING | STALE, &[], AnyPrimary),
-    c("acl|whoami",            2, NOSCRIPT | LOADING | STALE, &[], AnyPrimary),
+    c("acl|whoami",            2, NOSCRIPT | LOADING | STALE, &[], Local),
     c("append",                3, WRITE | DENYOOM | FAST, &[k(RW | INSERT, idx(1), range(0, 1, 0))], Keyed),
     c("asking",                1, FAST, &[], Local),
     c("auth",                 -2, NOSCRIPT | LOADING | STALE | FAST | NO_AUTH | ALLOW_BUSY, &[], Local),

@@ -341,7 +341,10 @@ fn local_words(cmd: &LocalCmd) -> &'static str {
         LocalCmd::Cluster(_) => "cluster emulation",
         LocalCmd::Hello => "protocol switch (RESP2 / RESP3), AUTH and SETNAME",
         LocalCmd::Client => "the client's own connection to the proxy",
-        LocalCmd::Reset => "back to a fresh connection's state",
+        LocalCmd::Reset => {
+            "back to a fresh connection's state, unauthenticated when authentication is on"
+        }
+        LocalCmd::WhoAmI => "the client's own proxy user, never the proxy's upstream user",
         LocalCmd::SlowLog => "the proxy's own slow log (commands slower than the threshold)",
     }
 }

@@ -8,7 +8,7 @@ use super::emulation::ClusterCmd;
 use super::introspect::Query;
 use super::merge::Combine;
 use crate::cluster::slot::key_slot;
-use crate::command::{CommandFlags, CommandSpec, CommandTable, Merge, Policy};
+use crate::command::{CommandFlags, CommandSpec, CommandTable, KeyError, Merge, Policy};
 
 /// A command the proxy answers itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub enum LocalCmd {
     Reset,
     /// `SLOWLOG GET|LEN|RESET|HELP`: the proxy's own slow log.
     SlowLog,
+    /// `ACL WHOAMI`: the client's own proxy user (a node would name the proxy's upstream user).
+    WhoAmI,
 }
 
 /// A transaction command, handled by the session's transaction state.
@@ -143,7 +145,7 @@ pub fn classify_resolved(
     let Some(spec) = spec else {
         return Decision::Error(unknown_command(req, args));
     };
-    if let Err(e) = spec.check_arity(args.len()) {
+    if let Err(e) = check_arity(spec, args.len()) {
         return Decision::Error(e.to_string());
     }
     match spec.policy {
@@ -166,6 +168,27 @@ pub fn classify_resolved(
         Policy::PubSub => Decision::Subscription,
         _ => unsupported(spec),
     }
+}
+
+/// Upper bounds (the name included) of proxy-answered commands whose table arity is "at
+/// least N" while Redis's implementation refuses more arguments with the arity error itself
+/// (`PING a b`). Options parsed by the command (HELLO, CLIENT LIST …) get its syntax errors.
+const LOCAL_MAX_ARGS: &[(&str, usize)] = &[("ping", 2)];
+
+/// The arity rule of the command table, plus [`LOCAL_MAX_ARGS`] for the commands the proxy
+/// answers itself: one check for every command, so each gets Redis's exact error.
+fn check_arity(spec: &CommandSpec, argc: usize) -> Result<(), KeyError> {
+    spec.check_arity(argc)?;
+    if spec.policy == Policy::Local {
+        let max = LOCAL_MAX_ARGS
+            .iter()
+            .find(|(name, _)| *name == spec.name)
+            .map(|&(_, max)| max);
+        if max.is_some_and(|max| argc > max) {
+            return Err(KeyError::WrongArity(spec.name.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Cluster-wide commands whose handling the command table's policy does not say.
@@ -325,6 +348,7 @@ fn local(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Decision {
             Decision::Local(LocalCmd::SlowLog)
         }
         "reset" => Decision::Local(LocalCmd::Reset),
+        "acl|whoami" => Decision::Local(LocalCmd::WhoAmI),
         name if name == "client" || name.starts_with("client|") => {
             Decision::Local(LocalCmd::Client)
         }
@@ -368,279 +392,5 @@ fn unknown_command(req: &[u8], args: &[Range<usize>]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(args: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
-        let mut raw = Vec::new();
-        let mut ranges = Vec::new();
-        for a in args {
-            let start = raw.len();
-            raw.extend_from_slice(a.as_bytes());
-            ranges.push(start..raw.len());
-            raw.push(b' ');
-        }
-        (raw, ranges)
-    }
-
-    fn decide(args: &[&str]) -> Decision {
-        let (raw, ranges) = request(args);
-        classify(&CommandTable::builtin(), &raw, &ranges, &mut Vec::new())
-    }
-
-    #[test]
-    fn single_key_commands_route_by_slot() {
-        assert_eq!(
-            decide(&["GET", "foo"]),
-            Decision::Forward {
-                slot: Some(12182),
-                readonly: true
-            }
-        );
-        assert_eq!(
-            decide(&["set", "foo", "bar"]),
-            Decision::Forward {
-                slot: Some(12182),
-                readonly: false
-            }
-        );
-    }
-
-    #[test]
-    fn multi_key_commands_need_one_slot() {
-        assert!(matches!(
-            decide(&["MSET", "{u}a", "1", "{u}b", "2"]),
-            Decision::Forward { slot: Some(_), .. } | Decision::Error(_)
-        ));
-        assert_eq!(
-            decide(&["RENAME", "a", "b"]),
-            Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
-        );
-        assert!(matches!(
-            decide(&["RENAME", "{x}a", "{x}b"]),
-            Decision::Forward { slot: Some(_), .. }
-        ));
-    }
-
-    #[test]
-    fn errors_match_redis_wording() {
-        assert_eq!(
-            decide(&["GET"]),
-            Decision::Error("ERR wrong number of arguments for 'get' command".into())
-        );
-        assert_eq!(
-            decide(&["NOPE", "a", "b"]),
-            Decision::Error(
-                "ERR unknown command 'NOPE', with args beginning with: 'a' 'b' ".into()
-            )
-        );
-    }
-
-    #[test]
-    fn local_commands() {
-        assert_eq!(decide(&["PING"]), Decision::Local(LocalCmd::Ping(None)));
-        assert_eq!(
-            decide(&["ping", "x"]),
-            Decision::Local(LocalCmd::Ping(Some(1)))
-        );
-        assert_eq!(decide(&["ECHO", "x"]), Decision::Local(LocalCmd::Echo));
-        assert_eq!(decide(&["QUIT"]), Decision::Local(LocalCmd::Quit));
-        assert_eq!(decide(&["SELECT", "0"]), Decision::Local(LocalCmd::Select));
-        assert_eq!(decide(&["HELLO", "3"]), Decision::Local(LocalCmd::Hello));
-        assert_eq!(decide(&["RESET"]), Decision::Local(LocalCmd::Reset));
-        assert_eq!(
-            decide(&["SLOWLOG", "get"]),
-            Decision::Local(LocalCmd::SlowLog)
-        );
-        assert_eq!(
-            decide(&["slowlog", "LEN"]),
-            Decision::Local(LocalCmd::SlowLog)
-        );
-        assert_eq!(
-            decide(&["CLIENT", "SETNAME", "x"]),
-            Decision::Local(LocalCmd::Client)
-        );
-        assert_eq!(
-            decide(&["CLIENT", "NOSUCH"]),
-            Decision::Local(LocalCmd::Client)
-        );
-    }
-
-    #[test]
-    fn pinned_commands() {
-        assert_eq!(
-            decide(&["BLPOP", "{a}x", "{a}y", "0"]),
-            Decision::Blocking {
-                slot: Some(key_slot(b"a"))
-            }
-        );
-        assert_eq!(
-            decide(&["XREAD", "BLOCK", "10", "STREAMS", "s", "0"]),
-            Decision::Blocking {
-                slot: Some(key_slot(b"s"))
-            }
-        );
-        assert!(matches!(
-            decide(&["XREAD", "STREAMS", "s", "0"]),
-            Decision::Forward { .. }
-        ));
-        assert_eq!(
-            decide(&["BLPOP", "a", "b", "0"]),
-            Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
-        );
-        assert_eq!(decide(&["MULTI"]), Decision::Transaction(TxCmd::Multi));
-        assert_eq!(decide(&["exec"]), Decision::Transaction(TxCmd::Exec));
-        assert_eq!(
-            decide(&["WATCH", "{u}a", "{u}b"]),
-            Decision::Transaction(TxCmd::Watch {
-                slot: key_slot(b"u")
-            })
-        );
-        assert_eq!(
-            decide(&["WATCH", "a", "b"]),
-            Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
-        );
-        assert_eq!(decide(&["SUBSCRIBE", "c"]), Decision::Subscription);
-        assert_eq!(decide(&["SSUBSCRIBE", "c"]), Decision::Subscription);
-        assert_eq!(decide(&["UNSUBSCRIBE"]), Decision::Subscription);
-    }
-
-    #[test]
-    fn cross_slot_split_commands_fan_out() {
-        assert_eq!(
-            decide(&["MGET", "a", "b"]),
-            Decision::Fanout(Fan::Split {
-                merge: Merge::Values,
-                readonly: true
-            })
-        );
-        assert_eq!(
-            decide(&["DEL", "a", "b"]),
-            Decision::Fanout(Fan::Split {
-                merge: Merge::SumInt,
-                readonly: false
-            })
-        );
-        assert!(matches!(
-            decide(&["MGET", "{t}a", "{t}b"]),
-            Decision::Forward { slot: Some(_), .. }
-        ));
-        for atomic in [
-            &["MSETNX", "a", "1", "b", "2"][..],
-            &["SMOVE", "a", "b", "m"],
-            &["SUNIONSTORE", "d", "a", "b"],
-            &["EVAL", "return 1", "2", "a", "b"],
-            &["FCALL", "f", "2", "a", "b"],
-            &["BLMOVE", "a", "b", "LEFT", "LEFT", "0"],
-        ] {
-            assert_eq!(
-                decide(atomic),
-                Decision::Error("CROSSSLOT Keys in request don't hash to the same slot".into()),
-                "{atomic:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn cluster_wide_commands() {
-        let all = |combine, readonly| Decision::Fanout(Fan::AllPrimaries { combine, readonly });
-        assert_eq!(decide(&["DBSIZE"]), all(Combine::SumInt, true));
-        assert_eq!(decide(&["KEYS", "*"]), all(Combine::Concat, true));
-        assert_eq!(decide(&["FLUSHALL", "ASYNC"]), all(Combine::AllOk, false));
-        assert_eq!(decide(&["RANDOMKEY"]), all(Combine::RandomNonNull, true));
-        assert_eq!(decide(&["LASTSAVE"]), all(Combine::MinInt, true));
-        assert_eq!(
-            decide(&["SCRIPT", "EXISTS", "x"]),
-            all(Combine::AndArrays, false)
-        );
-        assert_eq!(decide(&["FUNCTION", "LIST"]), all(Combine::First, true));
-        assert_eq!(
-            decide(&["SCRIPT", "LOAD", "return 1"]),
-            Decision::Fanout(Fan::ScriptLoad)
-        );
-        assert_eq!(
-            decide(&["script", "flush"]),
-            Decision::Fanout(Fan::ScriptFlush)
-        );
-        assert_eq!(decide(&["SCAN", "0"]), Decision::Fanout(Fan::Scan));
-        assert_eq!(decide(&["WAIT", "1", "0"]), Decision::Fanout(Fan::Wait));
-        assert_eq!(decide(&["INFO"]), Decision::Fanout(Fan::Info));
-        assert_eq!(
-            decide(&["CONFIG", "SET", "a", "b"]),
-            Decision::Fanout(Fan::AllNodes)
-        );
-        assert_eq!(
-            decide(&["CONFIG", "GET", "a"]),
-            Decision::Forward {
-                slot: None,
-                readonly: false
-            }
-        );
-        assert_eq!(
-            decide(&["TIME"]),
-            Decision::Forward {
-                slot: None,
-                readonly: false
-            }
-        );
-    }
-
-    #[test]
-    fn scripts_route_by_keys() {
-        assert_eq!(
-            decide(&["EVAL", "return 1", "1", "foo"]),
-            Decision::Eval {
-                slot: Some(12182),
-                readonly: false
-            }
-        );
-        assert_eq!(
-            decide(&["EVAL_RO", "return 1", "0"]),
-            Decision::Eval {
-                slot: None,
-                readonly: true
-            }
-        );
-        assert_eq!(
-            decide(&["EVALSHA", "abc", "1", "foo"]),
-            Decision::Forward {
-                slot: Some(12182),
-                readonly: false
-            }
-        );
-    }
-
-    #[test]
-    fn cluster_subcommands() {
-        assert_eq!(
-            decide(&["CLUSTER", "SLOTS"]),
-            Decision::Local(LocalCmd::Cluster(ClusterCmd::Slots))
-        );
-        assert_eq!(
-            decide(&["cluster", "keyslot", "foo"]),
-            Decision::Local(LocalCmd::Cluster(ClusterCmd::KeySlot))
-        );
-        assert_eq!(
-            decide(&["CLUSTER", "COUNTKEYSINSLOT", "12182"]),
-            Decision::Forward {
-                slot: Some(12182),
-                readonly: true
-            }
-        );
-        assert_eq!(
-            decide(&["CLUSTER", "GETKEYSINSLOT", "99999", "10"]),
-            Decision::Forward {
-                slot: None,
-                readonly: true
-            }
-        );
-        assert_eq!(
-            decide(&["CLUSTER", "MEET", "1.2.3.4", "5"]),
-            Decision::Error("ERR slotway: CLUSTER MEET is not available through the proxy".into())
-        );
-        assert_eq!(
-            decide(&["CLUSTER", "NOPE"]),
-            Decision::Error("ERR unknown subcommand 'NOPE'. Try CLUSTER HELP.".into())
-        );
-    }
-}
+#[path = "classify_tests.rs"]
+mod tests;

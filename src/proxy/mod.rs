@@ -151,7 +151,7 @@ impl Proxy {
         );
         let dedicated = Arc::new(DedicatedPool::new(
             dedicated_template(&config, &tls),
-            config.backend.max_dedicated_per_node,
+            config.backend.budgets(),
         ));
         let shared = Arc::new(Shared {
             dedicated,

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::router::Router;
 use super::trust::{self, Gate, Verdict, Wrap};
 use crate::backend::{
-    Completion, DedicatedConn, DedicatedError, DedicatedPool, DurableWait, Outcome, ReplyTo,
+    Budget, Completion, DedicatedConn, DedicatedError, DedicatedPool, DurableWait, Outcome, ReplyTo,
 };
 use crate::protocol::{classify_error, encode, ReplyKind, ServerError};
 
@@ -122,6 +122,19 @@ struct Pin {
     broken: Option<String>,
     /// A WATCH is in force on the connection.
     watching: bool,
+    /// The budget a new connection is counted against: the current job's kind.
+    budget: Budget,
+}
+
+impl JobKind {
+    /// The dedicated-connection budget this kind of job draws on: only commands that may
+    /// block indefinitely use the blocking budget, so they cannot starve transactions.
+    fn budget(&self) -> Budget {
+        match self {
+            JobKind::Blocking { .. } => Budget::Blocking,
+            JobKind::Watch | JobKind::Exec { .. } | JobKind::Script { .. } => Budget::Transaction,
+        }
+    }
 }
 
 async fn run(ctx: PinContext, addr: SocketAddr, proto: u8, mut jobs: mpsc::UnboundedReceiver<Job>) {
@@ -132,6 +145,7 @@ async fn run(ctx: PinContext, addr: SocketAddr, proto: u8, mut jobs: mpsc::Unbou
         conn: None,
         broken: None,
         watching: false,
+        budget: Budget::Transaction,
     };
     while let Some(job) = jobs.recv().await {
         let reply = job.reply.clone();
@@ -150,6 +164,7 @@ impl Pin {
         if let Some(why) = &self.broken {
             return error_frame(&format!("ERR slotway: {why}"));
         }
+        self.budget = job.kind.budget();
         match job.kind {
             JobKind::Watch => self.watch(&job.raw).await,
             JobKind::Exec { queued } => self.exec(&job.raw, queued).await,
@@ -171,7 +186,12 @@ impl Pin {
         if self.conn.is_none() {
             let deadline = Instant::now() + self.ctx.retry_deadline;
             let conn = loop {
-                match self.ctx.pool.checkout(self.addr, self.proto).await {
+                match self
+                    .ctx
+                    .pool
+                    .checkout(self.addr, self.proto, self.budget)
+                    .await
+                {
                     Ok(c) => break c,
                     Err(e @ DedicatedError::Exhausted { .. }) => return Err(e.to_string()),
                     Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
@@ -371,7 +391,7 @@ impl Pin {
         limit: Option<Duration>,
         durable: Option<&DurableWait>,
     ) -> Bytes {
-        let mut conn = match self.ctx.pool.checkout(to, self.proto).await {
+        let mut conn = match self.ctx.pool.checkout(to, self.proto, self.budget).await {
             Ok(c) => c,
             Err(e) => {
                 return error_frame(&format!(

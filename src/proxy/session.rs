@@ -530,6 +530,7 @@ impl Session {
             LocalCmd::Hello => return self.hello(raw, args),
             LocalCmd::Client => return self.client_command(raw, args),
             LocalCmd::Reset => return self.reset(),
+            LocalCmd::WhoAmI => return self.whoami(),
             LocalCmd::Select => match std::str::from_utf8(&raw[args[1].clone()])
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())

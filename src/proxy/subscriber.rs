@@ -10,10 +10,15 @@
 //! node) and isolate a slow subscriber from the others, at the cost of one backend connection
 //! per subscriber per node used — bounded by `backend.max_dedicated_per_node`.
 //!
-//! The session answers the subscribe/unsubscribe confirmations itself (it knows the counts a
-//! single Redis would report); this task mirrors the wanted state onto the nodes and restores
-//! it after a connection loss, a failover or a slot move, and streams `message`, `pmessage`
-//! and `smessage` frames to the session. Messages published while a connection is being
+//! Subscription connections have their own per-node budget (`backend.max_subscriber_per_node`),
+//! so clients parked in blocking commands cannot use them up.
+//!
+//! The session writes the subscribe/unsubscribe confirmations itself (it knows the counts a
+//! single Redis would report), but a subscribe's confirmation is released only once the node
+//! has confirmed it on a real connection; if that cannot happen the client gets an error and
+//! the names are forgotten (see `confirm`). This task mirrors the wanted state onto the nodes
+//! and restores it after a connection loss, a failover or a slot move, and streams `message`,
+//! `pmessage` and `smessage` frames to the session. Messages published while a connection is being
 //! re-established are lost, as Pub/Sub is at-most-once in Redis too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -26,12 +31,15 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+mod confirm;
 mod link;
 
-use link::{deliver_confirm, frame_verb, is_message, link, unsolicited_sunsubscribe, Event, Link};
+use confirm::{global_candidates, not_in_place};
+pub use confirm::{Confirm, REFUSED_TAG};
+use link::{frame_verb, is_message, link, unsolicited_sunsubscribe, Event, Link};
 
 use super::router::Router;
-use crate::backend::{Completion, DedicatedPool, Outcome, ReplyTo, Tag};
+use crate::backend::{Budget, Completion, DedicatedPool, Outcome, ReplyTo, Tag};
 use crate::cluster::slot::key_slot;
 use crate::protocol::ReplyKind;
 
@@ -61,9 +69,6 @@ pub enum Kind {
     /// `SSUBSCRIBE` shard channels.
     Shard,
 }
-
-/// The client's confirmation of a subscribe, sent once the node has confirmed it.
-pub type Confirm = (ReplyTo, Bytes);
 
 enum Op {
     Add(Kind, Vec<Bytes>, Option<Confirm>),
@@ -157,14 +162,16 @@ impl Subscriber {
         Self { ops, backlog }
     }
 
-    /// Subscribes to more channels/patterns/shard channels; `confirm` is delivered once the
-    /// node has confirmed them (or at once if the node cannot be reached: the subscription is
-    /// then restored as soon as it can be).
-    pub fn add(&self, kind: Kind, names: Vec<Bytes>, confirm: Option<Confirm>) {
+    /// Subscribes to more channels/patterns/shard channels; `confirm` (where the client's
+    /// confirmation goes, and the frame) is delivered once the node has confirmed them. If
+    /// it cannot be, the client gets an error there instead and the session a [`REFUSED_TAG`]
+    /// notice naming them.
+    pub fn add(&self, kind: Kind, names: Vec<Bytes>, confirm: Option<(ReplyTo, Bytes)>) {
+        let confirm = confirm.map(|(reply, frame)| Confirm::new(reply, frame, kind, names.clone()));
         if let Err(mpsc::error::SendError(Op::Add(_, _, Some(c)))) =
             self.ops.send(Op::Add(kind, names, confirm))
         {
-            deliver_confirm(c);
+            c.refuse(&not_in_place(kind, "the subscriber task has ended"));
         }
     }
 
@@ -206,6 +213,7 @@ impl Task {
         let mut topology = self.router.topology().map(|h| h.subscribe());
         loop {
             let repair_at = self.repair_at;
+            let overdue_at = self.next_overdue();
             tokio::select! {
                 op = ops.recv() => match op {
                     Some(op) => self.apply(op).await,
@@ -225,6 +233,7 @@ impl Task {
                     }
                 }
                 _ = sleep_until(repair_at), if repair_at.is_some() => self.repair().await,
+                _ = sleep_until(overdue_at), if overdue_at.is_some() => self.expire_overdue(),
             }
         }
     }
@@ -286,23 +295,26 @@ impl Task {
     async fn open_global(&mut self, confirm: Option<Confirm>) {
         if self.channels.is_empty() && self.patterns.is_empty() {
             if let Some(c) = confirm {
-                deliver_confirm(c);
+                c.deliver();
             }
             return;
         }
-        let addr = {
-            let table = self.router.table();
-            table
-                .as_ref()
-                .and_then(|t| t.any_primary(self.router.next_rotation()).map(|p| p.addr()))
-        };
-        let link = match addr {
-            Some(addr) => self.open_link(addr).await,
-            None => None,
-        };
+        let candidates = global_candidates(&self.router);
+        let mut why = "slotway has no cluster topology yet".to_string();
+        let mut link = None;
+        for addr in candidates {
+            match self.open_link(addr).await {
+                Ok(l) => {
+                    link = Some(l);
+                    break;
+                }
+                Err(e) => why = e,
+            }
+        }
         let Some(mut link) = link else {
             if let Some(c) = confirm {
-                deliver_confirm(c);
+                let kind = c.kind();
+                self.refuse(c, &not_in_place(kind, &why));
             }
             return self.schedule_repair();
         };
@@ -317,20 +329,23 @@ impl Task {
         self.global = Some(link);
     }
 
-    async fn open_link(&mut self, addr: SocketAddr) -> Option<Link> {
-        let conn = match self.pool.checkout(addr, 2).await {
+    /// A new subscription connection to `addr`, or why there is none.
+    async fn open_link(&mut self, addr: SocketAddr) -> Result<Link, String> {
+        let conn = match self.pool.checkout(addr, 2, Budget::Subscriber).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(node = %addr, error = %e, "cannot open a subscription connection");
-                self.router.request_refresh();
-                return None;
+                if !matches!(e, crate::backend::DedicatedError::Exhausted { .. }) {
+                    self.router.request_refresh();
+                }
+                return Err(e.to_string());
             }
         };
         let id = self.next_id;
         self.next_id += 1;
         let (cmds, rx) = mpsc::unbounded_channel();
         tokio::spawn(link(conn, id, rx, self.events_tx.clone()));
-        Some(Link {
+        Ok(Link {
             id,
             addr,
             cmds,
@@ -339,7 +354,7 @@ impl Task {
     }
 
     /// Subscribes every unplaced (or misplaced) shard channel on its slot's current owner;
-    /// `confirm` goes with the last SSUBSCRIBE sent (a client's SSUBSCRIBE names one slot).
+    /// `confirm` goes with the last SSUBSCRIBE of its names (a client's SSUBSCRIBE names one slot).
     async fn place_shards(&mut self, mut confirm: Option<Confirm>) {
         let owners: Vec<(Bytes, Option<SocketAddr>, Option<SocketAddr>)> = {
             let table = self.router.table();
@@ -354,6 +369,7 @@ impl Task {
                 .collect()
         };
         let mut missing = false;
+        let mut why = "the hash slot is not served".to_string();
         for (ch, at, owner) in owners {
             let Some(owner) = owner else {
                 missing = true;
@@ -367,29 +383,39 @@ impl Task {
             }
             if !self.links.contains_key(&owner) {
                 match self.open_link(owner).await {
-                    Some(l) => {
+                    Ok(l) => {
                         self.links.insert(owner, l);
                     }
-                    None => {
+                    Err(e) => {
                         missing = true;
+                        why = e;
                         self.shard.insert(ch, None);
                         continue;
                     }
                 }
             }
             if let Some(l) = self.links.get_mut(&owner) {
-                let last = !self
-                    .shard
-                    .range(ch.clone()..)
-                    .skip(1)
-                    .any(|(_, at)| at.is_none());
+                // Channels are placed in order, so the confirmation rides on the SSUBSCRIBE of
+                // its greatest name: the node has confirmed them all once that one is.
+                let last = confirm
+                    .as_ref()
+                    .is_some_and(|c| c.names().iter().max() == Some(&ch));
                 let c = if last { confirm.take() } else { None };
                 l.send(b"SSUBSCRIBE", std::slice::from_ref(&ch), c);
             }
             self.shard.insert(ch, Some(owner));
         }
         if let Some(c) = confirm {
-            deliver_confirm(c);
+            // Not sent with any SSUBSCRIBE: confirmed only if every name is already in place.
+            let placed = c
+                .names()
+                .iter()
+                .all(|n| matches!(self.shard.get(n), Some(Some(_))));
+            if placed {
+                c.deliver();
+            } else {
+                self.refuse(c, &not_in_place(Kind::Shard, &why));
+            }
         }
         // Shard connections left without channels are closed.
         let used: BTreeSet<SocketAddr> = self.shard.values().flatten().copied().collect();
@@ -406,19 +432,13 @@ impl Task {
                 if is_message(&frame) {
                     return self.deliver(frame);
                 }
-                let error = frame.first() == Some(&b'-');
-                let verb = if error { None } else { frame_verb(&frame) };
-                if error || verb.is_some() {
-                    let counted = self.link_mut(id).is_some_and(|l| l.confirmed(verb));
-                    if counted && !error {
+                if frame.first() == Some(&b'-') {
+                    return self.on_error(id, &frame);
+                }
+                if let Some(verb) = frame_verb(&frame) {
+                    if self.link_mut(id).is_some_and(|l| l.confirmed(verb)) {
                         return true;
                     }
-                }
-                if error {
-                    // A shard subscription refused (MOVED while the map was stale): place that
-                    // link's channels again once the topology is fresh.
-                    self.unplace(id);
-                    return true;
                 }
                 if let Some(ch) = unsolicited_sunsubscribe(&frame) {
                     // Redis drops shard subscriptions of a slot it no longer owns: resubscribe
@@ -434,28 +454,39 @@ impl Task {
                 true
             }
             Event::Closed => {
-                if self.global.as_ref().is_some_and(|l| l.id == id) {
-                    self.global = None;
-                }
-                let lost: Vec<SocketAddr> = self
-                    .links
-                    .iter()
-                    .filter(|(_, l)| l.id == id)
-                    .map(|(a, _)| *a)
-                    .collect();
-                for addr in lost {
-                    self.links.remove(&addr);
-                    for at in self.shard.values_mut() {
-                        if *at == Some(addr) {
-                            *at = None;
-                        }
-                    }
-                }
-                self.router.request_refresh();
-                self.schedule_repair();
+                self.lost(id, "the connection to the node was lost");
                 true
             }
         }
+    }
+
+    /// Link `id` is gone (or given up on): what it still owed is refused, its subscriptions
+    /// are restored elsewhere once the topology says where.
+    fn lost(&mut self, id: u64, why: &str) {
+        let owed = self.link_mut(id).map(Link::take_owed).unwrap_or_default();
+        for c in owed {
+            let kind = c.kind();
+            self.refuse(c, &not_in_place(kind, why));
+        }
+        if self.global.as_ref().is_some_and(|l| l.id == id) {
+            self.global = None;
+        }
+        let lost: Vec<SocketAddr> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.id == id)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in lost {
+            self.links.remove(&addr);
+            for at in self.shard.values_mut() {
+                if *at == Some(addr) {
+                    *at = None;
+                }
+            }
+        }
+        self.router.request_refresh();
+        self.schedule_repair();
     }
 
     fn link_mut(&mut self, id: u64) -> Option<&mut Link> {

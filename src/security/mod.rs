@@ -117,6 +117,21 @@ impl Security {
         self.users.required()
     }
 
+    /// `RESET`: back to a new client's authentication state — unauthenticated whenever
+    /// authentication is required, so the next command gets `NOAUTH`.
+    pub fn reset(&self, st: &mut ClientState) {
+        st.user = self.users.initial();
+        st.name = None;
+    }
+
+    /// The name of the proxy user the client runs as (`default` until it authenticates, as
+    /// Redis reports it), for `ACL WHOAMI` and `CLIENT INFO`.
+    pub fn user_name(&self, st: &ClientState) -> &str {
+        st.user
+            .and_then(|i| self.users.all().get(i))
+            .map_or(auth::DEFAULT_USER, |u| u.name.as_str())
+    }
+
     /// The state of a new client with session id `id`.
     pub fn client(&self, id: u64) -> ClientState {
         ClientState {

@@ -11,11 +11,20 @@ use super::SecurityError;
 
 /// Commands a shared proxy refuses unless `policy.allow` lists them: they reconfigure,
 /// stop, reshard or spy on the cluster behind every client's back.
+///
+/// The ACL subcommands a node would answer about (or for) the proxy's own upstream user, not
+/// the client's proxy user, are among them: `ACL WHOAMI` is answered by the proxy, `ACL CAT`,
+/// `GENPASS` and `HELP` say nothing about any user and pass through.
 pub const DEFAULT_DENY: &[&str] = &[
     "acl|deluser",
+    "acl|dryrun",
+    "acl|getuser",
+    "acl|list",
     "acl|load",
+    "acl|log",
     "acl|save",
     "acl|setuser",
+    "acl|users",
     "bgrewriteaof",
     "bgsave",
     "cluster|addslots",
@@ -393,6 +402,9 @@ mod tests {
             "bgsave",
             "module|load",
             "acl|setuser",
+            "acl|list",
+            "acl|getuser",
+            "acl|log",
         ] {
             assert!(p.denies(spec(&t, name)), "{name}");
         }
@@ -402,6 +414,7 @@ mod tests {
             "config|get",
             "cluster|slots",
             "acl|whoami",
+            "acl|cat",
         ] {
             assert!(!p.denies(spec(&t, name)), "{name}");
         }

@@ -132,7 +132,7 @@ impl Session {
         encode::bulk(&mut out, b"id");
         encode::integer(&mut out, self.client.id as i64);
         encode::bulk(&mut out, b"mode");
-        encode::bulk(&mut out, b"standalone");
+        encode::bulk(&mut out, self.server_mode().as_bytes());
         encode::bulk(&mut out, b"role");
         encode::bulk(&mut out, b"master");
         encode::bulk(&mut out, b"modules");
@@ -140,9 +140,29 @@ impl Session {
         self.push_reply(out.freeze());
     }
 
-    /// The credentials of `HELLO … AUTH`. Hook for client authentication: slotway has no
-    /// client users of its own yet, so it behaves like a Redis whose default user has no
-    /// password — any password for `default` is accepted, other users do not exist.
+    /// The mode the proxy presents, the same in `HELLO` and in `INFO`'s `redis_mode`: with
+    /// cluster emulation it is a one-node cluster, else a standalone server.
+    fn server_mode(&self) -> &'static str {
+        if self.shared.config.commands.cluster_emulation {
+            "cluster"
+        } else {
+            "standalone"
+        }
+    }
+
+    /// `ACL WHOAMI`: the client's own proxy user. Never forwarded, as a node would name the
+    /// upstream user slotway itself logs in as.
+    pub(super) fn whoami(&mut self) {
+        let mut out = BytesMut::new();
+        encode::bulk(
+            &mut out,
+            self.shared.security.user_name(&self.sec).as_bytes(),
+        );
+        self.push_reply(out.freeze());
+    }
+
+    /// The credentials of `HELLO … AUTH`: already checked by the security layer
+    /// ([`crate::security::Security::check`]) before the session saw this HELLO.
     fn hello_auth(&mut self, _user: &[u8], _pass: &[u8]) -> Result<(), String> {
         // The security layer checked the credentials before the session saw this HELLO.
         Ok(())
@@ -301,7 +321,7 @@ impl Session {
             .map(String::from_utf8_lossy)
             .unwrap_or_default();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs={} rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}\n",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle=0 flags={} db=0 sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs={} rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}\n",
             c.id,
             c.peer,
             c.local,
@@ -314,16 +334,20 @@ impl Session {
             self.queued_count(),
             self.rbuf.capacity(),
             cmd,
+            self.shared.security.user_name(&self.sec),
             c.proto
         )
     }
 
-    /// `RESET`: leave MULTI, drop WATCH and subscriptions, back to RESP2 with no name.
+    /// `RESET`, as Redis documents it: leave MULTI, drop WATCH and subscriptions, back to
+    /// RESP2 with no name and no flags, and de-authenticated when authentication is required
+    /// (the next command gets `NOAUTH` until the client authenticates again).
     pub(super) fn reset(&mut self) {
         self.modes.reset();
         self.client.proto = 2;
         self.client.name = None;
         self.client.no_evict = false;
+        self.shared.security.reset(&mut self.sec);
         self.push_simple("RESET");
     }
 }

@@ -23,7 +23,7 @@ use crate::proxy::classify::{Decision, LocalCmd};
 use crate::proxy::pinned::{blocking_limit, Job, JobKind, PinContext, PinnedHandle};
 use crate::proxy::reshape::shape_for;
 use crate::proxy::retry::RetryLane;
-use crate::proxy::subscriber::{OVERFLOW_TAG, PUSH_TAG};
+use crate::proxy::subscriber::{OVERFLOW_TAG, PUSH_TAG, REFUSED_TAG};
 
 /// While a request is held, the client's socket is still read (to notice a disconnect) until
 /// this much is buffered.
@@ -177,6 +177,10 @@ impl Session {
         }
         if c.tag == OVERFLOW_TAG {
             self.on_overflow();
+            return None;
+        }
+        if c.tag == REFUSED_TAG {
+            self.on_refused(&c.raw);
             return None;
         }
         let idx = usize::try_from(c.tag.seq.checked_sub(self.base_seq)?).ok()?;

@@ -1,11 +1,12 @@
 //! The client's subscriptions as a single Redis would see them.
 //!
-//! The session keeps the channel, pattern and shard-channel sets and answers every
+//! The session keeps the channel, pattern and shard-channel sets and writes every
 //! (un)subscribe confirmation itself, with the counts one Redis would report (channels plus
 //! patterns; shard channels on their own), while the subscriber task (`proxy::subscriber`)
-//! mirrors the sets onto dedicated backend connections. Confirmations can be answered before
-//! the node confirms because no message for a channel can arrive before the node subscribes
-//! it, so the client always sees a channel's confirmation before its first message.
+//! mirrors the sets onto dedicated backend connections. A subscribe's confirmation is sent
+//! only once the node has confirmed the subscription; when it cannot be put in place the
+//! client gets an error instead and the names are dropped from the sets again
+//! ([`Session::on_refused`]), so a confirmed subscription is never a silent no-op.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -172,6 +173,33 @@ impl Session {
             self.modes.pubsub = None;
         }
         self.push_reply(out.freeze());
+    }
+
+    /// The subscriber task could not put a subscribe in place (`raw` is `VERB names…`): the
+    /// client got an error for it, so it is not subscribed to those names.
+    pub(super) fn on_refused(&mut self, raw: &Bytes) {
+        let mut scanner = crate::protocol::RequestScanner::new(self.shared.scan_limits);
+        let Ok(Some(_)) = scanner.scan(raw) else {
+            return;
+        };
+        let args = scanner.args();
+        let Some(state) = self.modes.pubsub.as_mut() else {
+            return;
+        };
+        let kind = match args.first().map(|r| &raw[r.clone()]) {
+            Some(b"SUBSCRIBE") => Kind::Channel,
+            Some(b"PSUBSCRIBE") => Kind::Pattern,
+            Some(b"SSUBSCRIBE") => Kind::Shard,
+            _ => return,
+        };
+        for r in &args[1..] {
+            state.set(kind).remove(&raw[r.clone()]);
+        }
+        if state.is_empty() {
+            // Nothing left: the client is out of subscribed mode, as it would be after the
+            // matching unsubscribe.
+            self.modes.pubsub = None;
+        }
     }
 
     /// PING while subscribed (RESP2): `pong` and the message as an array, as Redis answers.

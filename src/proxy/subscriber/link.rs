@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::Confirm;
-use crate::backend::{Completion, DedicatedConn, Outcome};
-use crate::protocol::{encode, ReplyKind};
+use crate::backend::DedicatedConn;
+use crate::protocol::encode;
 
 /// What a link reports to the subscriber task.
 pub(super) enum Event {
@@ -37,6 +38,8 @@ pub(super) struct Owed {
     frames: usize,
     /// The client's confirmation, released when the last frame arrives.
     confirm: Option<Confirm>,
+    /// When the command was sent.
+    since: Instant,
 }
 
 impl Link {
@@ -44,7 +47,7 @@ impl Link {
     pub(super) fn send(&mut self, verb: &'static [u8], names: &[Bytes], confirm: Option<Confirm>) {
         if names.is_empty() {
             if let Some(c) = confirm {
-                deliver_confirm(c);
+                c.deliver();
             }
             return;
         }
@@ -53,46 +56,54 @@ impl Link {
             verb: confirmation_verb(verb),
             frames: names.len(),
             confirm,
+            since: Instant::now(),
         });
     }
 
-    /// Counts a confirmation frame of `verb` (None: an error reply); false when it answers
-    /// no command this link sent (Redis dropped a shard subscription by itself).
-    pub(super) fn confirmed(&mut self, verb: Option<&[u8]>) -> bool {
+    /// Counts a confirmation frame of `verb`; false when it answers no command this link
+    /// sent (Redis dropped a shard subscription by itself).
+    pub(super) fn confirmed(&mut self, verb: &[u8]) -> bool {
         let Some(head) = self.owed.front_mut() else {
             return false;
         };
-        if verb.is_some_and(|v| v != head.verb) {
+        if verb != head.verb {
             return false;
         }
-        head.frames -= 1;
+        head.frames = head.frames.saturating_sub(1);
         if head.frames == 0 {
             if let Some(c) = self.owed.pop_front().and_then(|o| o.confirm) {
-                deliver_confirm(c);
+                c.deliver();
             }
         }
         true
+    }
+
+    /// An error reply: it answers the oldest command still owed as a whole (Redis refuses a
+    /// command with one error, whatever the number of names). Returns that command's
+    /// client confirmation, now to be refused; None when nothing was owed.
+    pub(super) fn refused(&mut self) -> Option<Option<Confirm>> {
+        self.owed.pop_front().map(|o| o.confirm)
+    }
+
+    /// When the oldest command still unanswered was sent (None: nothing owed).
+    pub(super) fn owed_since(&self) -> Option<Instant> {
+        self.owed.front().map(|o| o.since)
+    }
+
+    /// The client confirmations still owed (the connection is gone).
+    pub(super) fn take_owed(&mut self) -> Vec<Confirm> {
+        self.owed.drain(..).filter_map(|o| o.confirm).collect()
     }
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        // The subscription will be restored; the client is not kept waiting meanwhile.
-        for owed in self.owed.drain(..) {
-            if let Some(c) = owed.confirm {
-                deliver_confirm(c);
-            }
+        // Never confirmed by the node: the client must not believe it is subscribed.
+        for c in self.take_owed() {
+            let why = super::confirm::not_in_place(c.kind(), "the connection to the node closed");
+            c.refuse(&why);
         }
     }
-}
-
-/// Releases the client's confirmation.
-pub(super) fn deliver_confirm((reply, frame): Confirm) {
-    let _ = reply.tx.send(Completion {
-        tag: reply.tag,
-        raw: Bytes::new(),
-        outcome: Outcome::Reply(frame, ReplyKind::Push),
-    });
 }
 
 /// The verb of the confirmations a command produces (lower case).
