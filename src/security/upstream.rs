@@ -21,6 +21,7 @@ pub const UPSTREAM_USER: &str = "slotway";
 /// fan-outs, script recovery, transactions, durable writes, Pub/Sub links): never denied to
 /// the upstream user, even when the policy denies them to clients.
 pub const PROXY_SENDS: &[&str] = &[
+    "acl|dryrun",
     "asking",
     "auth",
     "cluster|shards",
@@ -73,7 +74,11 @@ impl UpstreamRules {
                 return;
             }
             if PROXY_SENDS.contains(&spec.name.as_str()) {
-                kept.push(spec.name.clone());
+                // A `noscript` command kept for slotway (ACL DRYRUN) is out of a script's
+                // reach anyway: nothing to warn about.
+                if !spec.flags.contains(CommandFlags::NOSCRIPT) {
+                    kept.push(spec.name.clone());
+                }
             } else {
                 rules.push(format!("-{}", spec.name));
             }
