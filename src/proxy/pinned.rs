@@ -36,6 +36,9 @@ pub enum JobKind {
     Exec {
         /// Commands between MULTI and EXEC.
         queued: usize,
+        /// Durable-write mode for a transaction that may write: the `WAIT` that must
+        /// confirm it, on the connection that ran it.
+        durable: Option<DurableWait>,
     },
     /// One blocking command: one reply, waited for up to `limit` (None: forever); a MOVED
     /// is followed to the new owner on a dedicated connection there, an ASK once with
@@ -43,6 +46,9 @@ pub enum JobKind {
     Blocking {
         /// How long the reply may take (the command's own timeout plus a margin).
         limit: Option<Duration>,
+        /// Durable-write mode for a command that writes (a pop, a move, XREADGROUP's PEL):
+        /// the `WAIT` that must confirm it.
+        durable: Option<DurableWait>,
     },
     /// A script (`EVAL`, `EVALSHA`, `FCALL` …) for a RESP3 client, run like a blocking
     /// command; a `NOSCRIPT` is answered by loading `reload` (the body slotway remembers for
@@ -151,8 +157,12 @@ impl Pin {
         }
         match job.kind {
             JobKind::Watch => self.watch(&job.raw).await,
-            JobKind::Exec { queued } => self.exec(&job.raw, queued).await,
-            JobKind::Blocking { limit } => self.blocking(job.raw, limit, None, None).await,
+            JobKind::Exec { queued, durable } => {
+                self.exec(&job.raw, queued, durable.as_ref()).await
+            }
+            JobKind::Blocking { limit, durable } => {
+                self.blocking(job.raw, limit, None, durable.as_ref()).await
+            }
             JobKind::Script {
                 limit,
                 reload,
@@ -215,7 +225,7 @@ impl Pin {
         frame
     }
 
-    async fn exec(&mut self, raw: &[u8], queued: usize) -> Bytes {
+    async fn exec(&mut self, raw: &[u8], queued: usize, durable: Option<&DurableWait>) -> Bytes {
         let conn = match self.conn().await {
             Ok(c) => c,
             Err(e) => {
@@ -250,7 +260,13 @@ impl Pin {
             last = frame;
         }
         self.watching = false;
-        aborted.unwrap_or(last)
+        if let Some(err) = aborted {
+            return err;
+        }
+        match (durable, self.conn.as_mut()) {
+            (Some(wait), Some(conn)) => confirm(conn, wait, last).await,
+            _ => last,
+        }
     }
 
     async fn blocking(
@@ -424,13 +440,20 @@ impl Pin {
 /// Durable-write mode: `WAIT` on the connection that ran the write, and the client's reply
 /// as the shared connections would give it (an error when too few replicas confirmed).
 async fn confirm(conn: &mut DedicatedConn, wait: &DurableWait, frame: Bytes) -> Bytes {
+    let kind = match frame.first() {
+        Some(b'-' | b'!') => ReplyKind::Error,
+        _ => ReplyKind::Other,
+    };
+    if !wait.needs_confirming(&frame, kind) {
+        return frame;
+    }
     let limit = Some(conn.reply_timeout());
     let waited = match conn.write(&wait.command).await {
         Ok(()) => conn.read_frame_within(limit).await,
         Err(e) => Err(e),
     };
     let wait_reply = waited.map(|(r, _)| r).unwrap_or_default();
-    wait.verdict(frame, ReplyKind::Other, &wait_reply).0
+    wait.verdict(frame, kind, &wait_reply).0
 }
 
 fn answer(reply: &ReplyTo, frame: Bytes) {

@@ -11,6 +11,7 @@ use crate::backend::{BackendRequest, Completion, NodePool, Outcome, Tag};
 use crate::protocol::ReplyKind;
 use crate::proxy::classify::Fan;
 use crate::proxy::fanout::{self, Prepared};
+use crate::proxy::replication::OffsetWait;
 
 /// Parts of a fanned-out request sent to one node as one request: their numbers and bytes.
 struct Batch {
@@ -23,6 +24,14 @@ struct Batch {
 impl Session {
     /// Plans a fanned-out request, sends its parts, and queues its pending state.
     pub(super) async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
+        if matches!(fan, Fan::Wait) && !self.modes.pinned_writes.is_empty() {
+            if let Some(wait) = self.offset_wait(&raw, args) {
+                let tag = self.push_pending(Pending::Pinned);
+                let reply = self.reply_to(tag);
+                tokio::spawn(wait.run(reply));
+                return;
+            }
+        }
         let tcp_port = self.stream.local_addr().map_or(0, |a| a.port());
         let written: Vec<std::net::SocketAddr> = match fan {
             Fan::Wait => self.written.drain(..).map(|p| p.addr()).collect(),
@@ -94,6 +103,51 @@ impl Session {
             };
             pool.send(req, self.id).await;
         }
+    }
+
+    /// A `WAIT numreplicas timeout` after writes on dedicated connections: answered from the
+    /// replication offsets of every primary written to since the last WAIT (shared and
+    /// dedicated connections alike), with the timeout capped as for a WAIT on the shared
+    /// connections. None for malformed arguments, which a node answers with Redis's error.
+    fn offset_wait(&mut self, raw: &[u8], args: &[std::ops::Range<usize>]) -> Option<OffsetWait> {
+        let parse = |i: usize| -> Option<u64> {
+            std::str::from_utf8(&raw[args.get(i)?.clone()])
+                .ok()?
+                .parse()
+                .ok()
+        };
+        let (replicas, timeout) = (parse(1)?, parse(2)?);
+        if args.len() != 3 {
+            return None;
+        }
+        let cap = self.shared.config.backend.command_timeout_ms / 2;
+        let timeout = if timeout == 0 || timeout > cap {
+            cap
+        } else {
+            timeout
+        };
+        let router = &self.shared.router;
+        let mut nodes: Vec<Arc<NodePool>> = self.written.drain(..).collect();
+        {
+            let table = router.table();
+            for (slot, addr) in self.modes.pinned_writes.drain(..) {
+                // The slot's owner now: a MOVED followed on the dedicated connection wrote there.
+                let owner = table.as_ref().and_then(|t| match slot {
+                    Some(s) => t.primary_for_slot(s).cloned(),
+                    None => t.primaries().iter().find(|p| p.addr() == addr).cloned(),
+                });
+                let pool = owner.unwrap_or_else(|| router.pool_for_addr(addr));
+                if !nodes.iter().any(|p| Arc::ptr_eq(p, &pool)) {
+                    nodes.push(pool);
+                }
+            }
+        }
+        Some(OffsetWait {
+            nodes,
+            replicas: i64::try_from(replicas).unwrap_or(i64::MAX),
+            timeout: crate::config::ms(timeout),
+            affinity: self.id,
+        })
     }
 
     /// Splits the answer to a group of parts sent to one node together into one completion

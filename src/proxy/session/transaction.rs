@@ -1,12 +1,17 @@
 //! MULTI / EXEC / DISCARD / WATCH / UNWATCH.
 //!
 //! Commands between MULTI and EXEC are checked and queued by the session, which answers
-//! `+QUEUED` (or the error Redis would give at queue time, which makes EXEC answer
-//! `-EXECABORT`). Every key of the transaction, watched keys included, must hash to one slot
-//! (else `-CROSSSLOT`, as Redis Cluster answers). EXEC sends `MULTI`, the queued commands and
-//! `EXEC` in one write on a pinned connection to that slot's primary — the one WATCH opened, if
-//! any — so the transaction needs a dedicated connection only for the time EXEC takes, and
-//! MULTI pipelined with everything else just works.
+//! `+QUEUED` (or the error Redis would give at queue time). As in Redis (`flagTransaction`),
+//! any refusal while queuing — the security check's NOPERM or policy refusal, an unknown
+//! command, wrong arity, CROSSSLOT, a command that needs every shard, a queue over
+//! `client.max_transaction_*` — makes EXEC answer `-EXECABORT` and run nothing; a nested MULTI
+//! or a WATCH inside MULTI is an error that does not. Every key of the transaction, watched
+//! keys included, must hash to one slot (else `-CROSSSLOT`, as Redis Cluster answers). EXEC
+//! sends `MULTI`, the queued commands and `EXEC` in one write on a pinned connection to that
+//! slot's primary — the one WATCH opened, if any — so the transaction needs a dedicated
+//! connection only for the time EXEC takes, and MULTI pipelined with everything else just
+//! works. A transaction that writes is remembered for `WAIT` and, in durable-write mode,
+//! confirmed with `WAIT` on that same connection before EXEC's reply is passed on.
 
 use std::ops::Range;
 
@@ -14,9 +19,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::Session;
 use crate::cluster::slot::key_slot;
-use crate::command::CommandFlags;
+use crate::command::{CommandFlags, CommandSpec};
 use crate::protocol::encode;
-use crate::proxy::classify::{Decision, LocalCmd, TxCmd};
+use crate::proxy::classify::{Decision, Fan, LocalCmd, TxCmd};
 use crate::proxy::pinned::{JobKind, PinnedHandle};
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -24,8 +29,14 @@ const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 /// The commands queued since MULTI.
 #[derive(Debug, Default)]
 pub(super) struct TxState {
-    /// Each command's raw request, in order.
+    /// Each command's raw request, in order (emptied once the transaction is dirty).
     queued: Vec<Bytes>,
+    /// Commands answered `+QUEUED`, for CLIENT INFO.
+    count: usize,
+    /// Bytes held in `queued`.
+    bytes: usize,
+    /// Some queued command may write.
+    writes: bool,
     /// A command was refused at queue time: EXEC answers EXECABORT.
     dirty: bool,
 }
@@ -105,8 +116,44 @@ impl Session {
             Decision::Subscription => self.refuse_in_tx(
                 "ERR slotway: Pub/Sub commands cannot be part of a transaction",
             ),
-            _ => self.enqueue_keyed(raw, args),
+            // A transaction runs on one shard: keys in several slots are Redis Cluster's
+            // CROSSSLOT, and a command answered from every shard would see (or flush) one.
+            Decision::Fanout(Fan::Split { .. }) => self.refuse_in_tx(CROSSSLOT),
+            Decision::Fanout(_) => {
+                let name = args
+                    .first()
+                    .map(|r| String::from_utf8_lossy(&raw[r.clone()]).to_ascii_uppercase())
+                    .unwrap_or_default();
+                self.refuse_in_tx(&format!(
+                    "ERR slotway: {name} cannot be part of a transaction (it needs every shard)"
+                ))
+            }
+            Decision::Forward { .. } | Decision::Eval { .. } | Decision::Blocking { .. } => {
+                self.enqueue_keyed(raw, args)
+            }
         }
+    }
+
+    /// Inside MULTI, a command the security layer would answer itself (AUTH, HELLO) cannot
+    /// be queued for EXEC: the error it is refused with.
+    pub(super) fn local_in_tx(&self, spec: Option<&CommandSpec>) -> Option<String> {
+        let spec = spec?;
+        if self.modes.tx.is_none() || !matches!(spec.name.as_str(), "auth" | "hello") {
+            return None;
+        }
+        Some(format!(
+            "ERR slotway: {} cannot be part of a transaction",
+            spec.name.to_ascii_uppercase()
+        ))
+    }
+
+    /// A reply refusing a request (the security check's): inside MULTI it flags the
+    /// transaction, as every refusal does in Redis.
+    pub(super) fn refuse_reply(&mut self, reply: Bytes) {
+        if reply.first() == Some(&b'-') {
+            self.flag_transaction();
+        }
+        self.push_reply(reply);
     }
 
     /// Queues a command with keys after checking that it may run in a transaction and that
@@ -121,19 +168,23 @@ impl Session {
                 }
                 Some(spec) => {
                     self.keys.clear();
+                    let writes = !spec.flags.contains(CommandFlags::READONLY)
+                        || spec.flags.contains(CommandFlags::WRITE);
                     match spec.key_indices(&raw, args, &mut self.keys) {
                         Err(e) => Err(e.to_string()),
-                        Ok(()) => Ok(self
-                            .keys
-                            .iter()
-                            .filter_map(|&i| args.get(i))
-                            .map(|r| key_slot(&raw[r.clone()]))
-                            .collect::<Vec<u16>>()),
+                        Ok(()) => Ok((
+                            writes,
+                            self.keys
+                                .iter()
+                                .filter_map(|&i| args.get(i))
+                                .map(|r| key_slot(&raw[r.clone()]))
+                                .collect::<Vec<u16>>(),
+                        )),
                     }
                 }
             }
         };
-        let slots = match checked {
+        let (writes, slots) = match checked {
             Ok(s) => s,
             Err(msg) => return self.refuse_in_tx(&msg),
         };
@@ -144,23 +195,56 @@ impl Session {
                 _ => slot = Some(s),
             }
         }
+        if writes {
+            if let Some(tx) = &mut self.modes.tx {
+                tx.writes = true;
+            }
+        }
         self.modes.tx_slot = slot;
         self.enqueue(raw);
     }
 
+    /// Queues a command within `client.max_transaction_commands` and `_bytes`; past either
+    /// it is refused, since QUEUED is answered here and no in-flight cap would stop a client
+    /// queuing without end.
     fn enqueue(&mut self, raw: Bytes) {
-        if let Some(tx) = &mut self.modes.tx {
+        let limits = &self.shared.config.client;
+        let (max_commands, max_bytes) = (
+            limits.max_transaction_commands,
+            limits.max_transaction_bytes,
+        );
+        let Some(tx) = &mut self.modes.tx else {
+            return self.push_simple("QUEUED");
+        };
+        if tx.count >= max_commands || tx.bytes.saturating_add(raw.len()) > max_bytes {
+            return self.refuse_in_tx(&format!(
+                "ERR slotway: transaction too large (at most {max_commands} commands and \
+                 {max_bytes} bytes may be queued: client.max_transaction_commands / \
+                 client.max_transaction_bytes)"
+            ));
+        }
+        tx.count += 1;
+        // A dirty transaction will not run: nothing more is kept for it.
+        if !tx.dirty {
+            tx.bytes += raw.len();
             tx.queued.push(raw);
         }
         self.push_simple("QUEUED");
     }
 
     /// Answers a queue-time error; EXEC will then answer EXECABORT, as in Redis.
-    fn refuse_in_tx(&mut self, msg: &str) {
+    pub(super) fn refuse_in_tx(&mut self, msg: &str) {
+        self.flag_transaction();
+        self.push_error(msg);
+    }
+
+    /// Marks the transaction (if any) to be aborted by EXEC and releases its queue now.
+    fn flag_transaction(&mut self) {
         if let Some(tx) = &mut self.modes.tx {
             tx.dirty = true;
+            tx.queued = Vec::new();
+            tx.bytes = 0;
         }
-        self.push_error(msg);
     }
 
     fn exec(&mut self, raw: Bytes, args: &[Range<usize>]) {
@@ -195,7 +279,13 @@ impl Session {
         }
         encode::command(&mut batch, &[b"EXEC"]);
         let queued = tx.queued.len();
-        self.send_pinned(&handle, batch.freeze(), JobKind::Exec { queued });
+        let durable = if tx.writes {
+            self.note_pinned_write(slot, handle.addr());
+            self.durable_wait()
+        } else {
+            None
+        };
+        self.send_pinned(&handle, batch.freeze(), JobKind::Exec { queued, durable });
     }
 
     /// Leaves MULTI and releases any WATCH (DISCARD, RESET).
@@ -217,6 +307,6 @@ impl Session {
         self.modes
             .tx
             .as_ref()
-            .map_or(-1, |t| i64::try_from(t.queued.len()).unwrap_or(i64::MAX))
+            .map_or(-1, |t| i64::try_from(t.count).unwrap_or(i64::MAX))
     }
 }
