@@ -287,8 +287,9 @@ fn replicas_in_step(cluster: &TestCluster, key: &str) {
     });
 }
 
-/// Each way of writing on a dedicated connection, done on a fresh client (so no earlier
-/// write on the shared connections covers it); returns that client for its WAIT.
+/// Each way of writing that is not a plain command (a transaction on the shared connection,
+/// and on dedicated ones: WATCH'd, RESP3, a blocking move, a RESP3 script), each done by a
+/// fresh client so no earlier write of its own covers it; returns the clients for their WAIT.
 fn write_each_way(proxy: &TestProxy, cluster: &TestCluster, round: usize) -> Vec<(String, Raw)> {
     let mut out = Vec::new();
     let mut raw = Raw::connect(proxy.addr());
@@ -320,11 +321,21 @@ fn write_each_way(proxy: &TestProxy, cluster: &TestCluster, round: usize) -> Vec
     let ran = raw.call(&["EVAL", script, "1", "w:{z}script", "v"]);
     assert_eq!(ran, ":1\r\n");
     out.push(("RESP3 EVAL".to_string(), raw));
+
+    let mut raw = Raw::connect(proxy.addr());
+    assert!(raw.call(&["HELLO", "3"]).starts_with('%'));
+    let exec = transaction(&mut raw, &[(&["HSET", "w:{z}h", "f", "v"], None)]);
+    assert_eq!(exec, "*1\r\n:1\r\n");
+    let _: () = redis::cmd("DEL")
+        .arg("w:{z}h")
+        .query(&mut direct(&cluster.primary_for_key("w:{z}h")))
+        .unwrap();
+    out.push(("RESP3 MULTI/HSET/EXEC".to_string(), raw));
     out
 }
 
 #[test]
-fn wait_counts_only_replicas_that_have_writes_made_on_dedicated_connections() {
+fn wait_counts_only_replicas_that_have_the_clients_writes() {
     let cluster = TestCluster::start();
     let proxy = TestProxy::start(cluster.seeds());
     let key = "w:{z}tx";
@@ -340,6 +351,10 @@ fn wait_counts_only_replicas_that_have_writes_made_on_dedicated_connections() {
         }
     }
     replicas_in_step(&cluster, key);
+    // WAITAOF is routed like WAIT; Redis 7.0 does not know it, and says so.
+    let mut raw = Raw::connect(proxy.addr());
+    let aof = raw.call(&["WAITAOF", "0", "1", "100"]);
+    assert!(aof.starts_with("-ERR unknown command"), "{aof}");
     for (how, mut raw) in write_each_way(&proxy, &cluster, 2) {
         let got = raw.call(&["WAIT", "2", "4000"]);
         assert_eq!(got, ":2\r\n", "WAIT after {how} with live replicas");
@@ -407,4 +422,51 @@ fn durable_mode_confirms_exec_and_blocking_writes() {
     push("d:{z}src");
     let moved = raw.call(&["BLMOVE", "d:{z}src", "d:{z}dst", "LEFT", "RIGHT", "1"]);
     assert_eq!(moved, "$4\r\nitem\r\n");
+}
+
+#[test]
+fn transactions_on_shared_connections_never_interleave() {
+    let cluster = TestCluster::start_with(3, 0);
+    // One shared connection per node: every client's transactions go through it.
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| {
+        c.backend.connections_per_node = 1;
+        c.backend.max_dedicated_per_node = 1;
+    });
+    let addr = proxy.addr();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut raw = Raw::connect(addr);
+                for _ in 0..50 {
+                    let mut batch = Vec::new();
+                    for args in [
+                        &["MULTI"][..],
+                        &["INCR", "il:{c}n"],
+                        &["INCR", "il:{c}n"],
+                        &["GET", "il:{c}n"],
+                        &["EXEC"],
+                    ] {
+                        batch.extend(common::resp::encode(args));
+                    }
+                    raw.send_bytes(&batch);
+                    let replies: Vec<String> = (0..5)
+                        .map(|_| String::from_utf8_lossy(&raw.frame()).into_owned())
+                        .collect();
+                    let exec = &replies[4];
+                    let nums: Vec<i64> = exec
+                        .split("\r\n")
+                        .filter_map(|l| l.strip_prefix(':'))
+                        .map(|n| n.parse().unwrap())
+                        .collect();
+                    assert_eq!(nums.len(), 2, "{replies:?}");
+                    assert_eq!(nums[1], nums[0] + 1, "interleaved: {exec}");
+                    assert!(exec.ends_with(&format!("\r\n{}\r\n", nums[1])), "{exec}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(on_node(&cluster, "il:{c}n").as_deref(), Some("800"));
 }

@@ -11,13 +11,14 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::subscribe::PubSubState;
 use super::transaction::{TxState, Watch};
 use super::{error_frame, Pending, Session};
-use crate::backend::{Completion, DurableWait, Outcome};
+use crate::backend::{Completion, DurableWait, NodePool, Outcome};
 use crate::command::CommandFlags;
 use crate::protocol::resp3::{to_resp3, Shape};
 use crate::proxy::classify::{Decision, LocalCmd};
@@ -54,6 +55,8 @@ pub(super) struct Modes {
     /// counts from the offset of the asking connection's own last write), so WAIT checks
     /// these nodes' replication offsets instead.
     pub(super) pinned_writes: Vec<(Option<u16>, SocketAddr)>,
+    /// Transactions sent on a shared connection: sequence number and frames owed.
+    pub(super) shared_execs: Vec<(u64, u32)>,
 }
 
 impl Modes {
@@ -189,9 +192,24 @@ impl Session {
         if !matches!(self.pending.get(idx), Some(Pending::Pinned)) {
             return Some(c);
         }
-        let frame = match c.outcome {
-            Outcome::Reply(frame, _) => frame,
-            Outcome::Failed(e) => error_frame(&format!("ERR slotway: {e}")),
+        let execs = &mut self.modes.shared_execs;
+        let frame = match execs.iter().position(|&(seq, _)| seq == c.tag.seq) {
+            Some(at) => {
+                let (_, replies) = execs.swap_remove(at);
+                let router = &self.shared.router;
+                if let Outcome::Failed(err) = &c.outcome {
+                    router.note_failure(err);
+                }
+                let (frame, refresh) = super::transaction::exec_reply(c.outcome, replies);
+                if refresh {
+                    router.request_refresh();
+                }
+                frame
+            }
+            None => match c.outcome {
+                Outcome::Reply(frame, _) => frame,
+                Outcome::Failed(e) => error_frame(&format!("ERR slotway: {e}")),
+            },
         };
         self.pending[idx] = Pending::Ready(frame);
         self.modes.barrier = false;
@@ -217,6 +235,11 @@ impl Session {
 
     /// The primary owning `slot` (any primary for None), or the client's error text.
     pub(super) fn pin_addr(&self, slot: Option<u16>) -> Result<SocketAddr, &'static str> {
+        self.primary_pool(slot).map(|p| p.addr())
+    }
+
+    /// The pool of the primary owning `slot` (any primary for None), or the client's error.
+    pub(super) fn primary_pool(&self, slot: Option<u16>) -> Result<Arc<NodePool>, &'static str> {
         let router = &self.shared.router;
         let table = router.table();
         let Some(t) = table.as_ref() else {
@@ -227,7 +250,7 @@ impl Session {
             Some(s) => t.primary_for_slot(s),
             None => t.any_primary(router.next_rotation()),
         };
-        pool.map(|p| p.addr()).ok_or_else(|| {
+        pool.cloned().ok_or_else(|| {
             router.request_refresh();
             "CLUSTERDOWN Hash slot not served"
         })

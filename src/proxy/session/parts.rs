@@ -10,7 +10,7 @@ use super::{error_frame, Pending, Session};
 use crate::backend::{BackendRequest, Completion, NodePool, Outcome, Tag};
 use crate::protocol::ReplyKind;
 use crate::proxy::classify::Fan;
-use crate::proxy::fanout::{self, Prepared};
+use crate::proxy::fanout::{self, Prepared, WaitArgs};
 use crate::proxy::replication::OffsetWait;
 
 /// Parts of a fanned-out request sent to one node as one request: their numbers and bytes.
@@ -25,11 +25,15 @@ impl Session {
     /// Plans a fanned-out request, sends its parts, and queues its pending state.
     pub(super) async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
         if matches!(fan, Fan::Wait) && !self.modes.pinned_writes.is_empty() {
-            if let Some(wait) = self.offset_wait(&raw, args) {
-                let tag = self.push_pending(Pending::Pinned);
-                let reply = self.reply_to(tag);
-                tokio::spawn(wait.run(reply));
-                return;
+            match self.offset_wait(&raw, args) {
+                Some(Ok(wait)) => {
+                    let tag = self.push_pending(Pending::Pinned);
+                    let reply = self.reply_to(tag);
+                    tokio::spawn(wait.run(reply));
+                    return;
+                }
+                Some(Err(msg)) => return self.push_reply(error_frame(msg)),
+                None => {}
             }
         }
         let tcp_port = self.stream.local_addr().map_or(0, |a| a.port());
@@ -109,23 +113,18 @@ impl Session {
     /// replication offsets of every primary written to since the last WAIT (shared and
     /// dedicated connections alike), with the timeout capped as for a WAIT on the shared
     /// connections. None for malformed arguments, which a node answers with Redis's error.
-    fn offset_wait(&mut self, raw: &[u8], args: &[std::ops::Range<usize>]) -> Option<OffsetWait> {
-        let parse = |i: usize| -> Option<u64> {
-            std::str::from_utf8(&raw[args.get(i)?.clone()])
-                .ok()?
-                .parse()
-                .ok()
-        };
-        let (replicas, timeout) = (parse(1)?, parse(2)?);
-        if args.len() != 3 {
-            return None;
-        }
+    /// A WAITAOF cannot be answered so (ROLE tells nothing of fsyncs): it gets an error.
+    fn offset_wait(
+        &mut self,
+        raw: &[u8],
+        args: &[std::ops::Range<usize>],
+    ) -> Option<Result<OffsetWait, &'static str>> {
         let cap = self.shared.config.backend.command_timeout_ms / 2;
-        let timeout = if timeout == 0 || timeout > cap {
-            cap
-        } else {
-            timeout
+        let wait = WaitArgs::parse(raw, args, cap)?;
+        let &[replicas] = &wait.counts[..] else {
+            return Some(Err("ERR slotway: WAITAOF cannot confirm writes this client made on dedicated connections (EXEC after WATCH or from a RESP3 client, blocking commands, RESP3 scripts); use WAIT"));
         };
+        let timeout = wait.timeout_ms;
         let router = &self.shared.router;
         let mut nodes: Vec<Arc<NodePool>> = self.written.drain(..).collect();
         {
@@ -142,12 +141,12 @@ impl Session {
                 }
             }
         }
-        Some(OffsetWait {
+        Some(Ok(OffsetWait {
             nodes,
             replicas: i64::try_from(replicas).unwrap_or(i64::MAX),
             timeout: crate::config::ms(timeout),
             affinity: self.id,
-        })
+        }))
     }
 
     /// Splits the answer to a group of parts sent to one node together into one completion

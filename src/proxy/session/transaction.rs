@@ -17,10 +17,12 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Session;
+use super::{error_frame, Pending, Session};
+use crate::backend::{BackendRequest, Outcome};
 use crate::cluster::slot::key_slot;
 use crate::command::{CommandFlags, CommandSpec};
 use crate::protocol::encode;
+use crate::protocol::{classify_error, ReplyKind, ResponseScanner, ServerError};
 use crate::proxy::classify::{Decision, Fan, LocalCmd, TxCmd};
 use crate::proxy::pinned::{JobKind, PinnedHandle};
 
@@ -98,7 +100,7 @@ impl Session {
     ) {
         match decision {
             Decision::Transaction(TxCmd::Multi) => self.push_error("ERR MULTI calls can not be nested"),
-            Decision::Transaction(TxCmd::Exec) => self.exec(raw, args),
+            Decision::Transaction(TxCmd::Exec) => self.exec(raw, args).await,
             Decision::Transaction(TxCmd::Discard) => {
                 self.end_transaction();
                 self.push_simple("OK");
@@ -247,8 +249,15 @@ impl Session {
         }
     }
 
-    fn exec(&mut self, raw: Bytes, args: &[Range<usize>]) {
-        if self.hold_if_busy(&raw, args) {
+    /// EXEC. A RESP2 client's transaction without WATCH goes to the slot's primary over the
+    /// shared connection, as one contiguous `MULTI … EXEC` that no other client's request
+    /// can interleave with: its writes then count for a later `WAIT` there, and durable mode
+    /// confirms it like any write. A WATCH'd transaction runs on the connection the WATCH
+    /// pinned, and a RESP3 client's on a RESP3 connection (EXEC's reply holds each command's
+    /// RESP3 types).
+    async fn exec(&mut self, raw: Bytes, args: &[Range<usize>]) {
+        let shared = self.modes.watch.is_none() && !self.client.resp3();
+        if !shared && self.hold_if_busy(&raw, args) {
             return;
         }
         let Some(tx) = self.modes.tx.take() else {
@@ -264,13 +273,7 @@ impl Session {
             encode::array_header(&mut out, 0);
             return self.push_reply(out.freeze());
         }
-        let handle = match watch {
-            Some(w) => w.handle,
-            None => match self.pin_addr(slot) {
-                Ok(addr) => PinnedHandle::open(self.pin_context(), addr, self.client.proto()),
-                Err(msg) => return self.push_error(msg),
-            },
-        };
+        let queued = tx.queued.len();
         let size = tx.queued.iter().map(Bytes::len).sum::<usize>() + 32;
         let mut batch = BytesMut::with_capacity(size);
         encode::command(&mut batch, &[b"MULTI"]);
@@ -278,7 +281,21 @@ impl Session {
             batch.extend_from_slice(cmd);
         }
         encode::command(&mut batch, &[b"EXEC"]);
-        let queued = tx.queued.len();
+        drop(tx.queued);
+        if shared {
+            if let Ok(replies) = u32::try_from(queued + 2) {
+                return self
+                    .exec_shared(slot, batch.freeze(), replies, tx.writes)
+                    .await;
+            }
+        }
+        let handle = match watch {
+            Some(w) => w.handle,
+            None => match self.pin_addr(slot) {
+                Ok(addr) => PinnedHandle::open(self.pin_context(), addr, self.client.proto()),
+                Err(msg) => return self.push_error(msg),
+            },
+        };
         let durable = if tx.writes {
             self.note_pinned_write(slot, handle.addr());
             self.durable_wait()
@@ -286,6 +303,28 @@ impl Session {
             None
         };
         self.send_pinned(&handle, batch.freeze(), JobKind::Exec { queued, durable });
+    }
+
+    /// Sends `MULTI … EXEC` (`replies` frames owed) on this client's shared connection to
+    /// the slot's primary; its answer is judged by [`exec_reply`], never redirected or re-sent.
+    async fn exec_shared(&mut self, slot: Option<u16>, batch: Bytes, replies: u32, writes: bool) {
+        let pool = match self.primary_pool(slot) {
+            Ok(p) => p,
+            Err(msg) => return self.push_error(msg),
+        };
+        if writes {
+            self.note_write(&pool);
+        }
+        let tag = self.push_pending(Pending::Pinned);
+        self.modes.shared_execs.push((tag.seq, replies));
+        let req = BackendRequest {
+            raw: batch,
+            asking: false,
+            durable: writes && self.shared.config.cluster.durable_writes,
+            replies,
+            reply: self.reply_to(tag),
+        };
+        pool.send(req, self.id).await;
     }
 
     /// Leaves MULTI and releases any WATCH (DISCARD, RESET).
@@ -308,5 +347,109 @@ impl Session {
             .tx
             .as_ref()
             .map_or(-1, |t| i64::try_from(t.count).unwrap_or(i64::MAX))
+    }
+}
+
+/// The client's reply to a `MULTI … EXEC` sent on a shared connection, from the run of
+/// `replies` frames (MULTI's, one per queued command, EXEC's) or the failure. A routing
+/// error while queuing (the slot moved, the node is failing over) means Redis ran nothing:
+/// it becomes a clear error, and true says the topology should be refreshed; the request is
+/// never re-sent.
+pub(super) fn exec_reply(outcome: Outcome, replies: u32) -> (Bytes, bool) {
+    let run = match outcome {
+        Outcome::Reply(run, _) => run,
+        Outcome::Failed(err) => {
+            let what = if err.retry_safe() {
+                "transaction not run (nothing was executed)"
+            } else {
+                "connection lost during EXEC; the transaction may or may not have been applied"
+            };
+            return (error_frame(&format!("ERR slotway: {what}: {err}")), false);
+        }
+    };
+    let mut scanner = ResponseScanner::new(crate::backend::MAX_REPLY_DEPTH);
+    let mut frames = Vec::with_capacity(2);
+    let mut at = 0;
+    while let Ok(Some(r)) = scanner.scan(&run[at..]) {
+        frames.push((at..at + r.len, r.kind));
+        at += r.len;
+    }
+    // Durable mode puts one error in place of a run it could not confirm.
+    if frames.len() != replies as usize {
+        return (run, false);
+    }
+    for (range, kind) in frames.iter().take(frames.len() - 1) {
+        if *kind != ReplyKind::Error {
+            continue;
+        }
+        let frame = &run[range.clone()];
+        match classify_error(frame) {
+            ServerError::Moved { .. }
+            | ServerError::Ask { .. }
+            | ServerError::TryAgain
+            | ServerError::ClusterDown
+            | ServerError::Loading
+            | ServerError::MasterDown
+            | ServerError::ReadOnly => {
+                let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
+                let msg = format!(
+                    "ERR slotway: transaction aborted (nothing was executed): the slot is moving or its node is failing over ({text}); retry"
+                );
+                return (error_frame(&msg), true);
+            }
+            _ => {}
+        }
+    }
+    match frames.last() {
+        Some((range, _)) => (run.slice(range.clone()), false),
+        None => (run, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendError;
+
+    fn reply(run: &'static [u8]) -> Outcome {
+        Outcome::Reply(Bytes::from_static(run), ReplyKind::Other)
+    }
+
+    #[test]
+    fn exec_reply_is_the_last_frame_of_the_run() {
+        let run = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n$1\r\nx\r\n";
+        let (frame, refresh) = exec_reply(reply(run), 4);
+        assert_eq!(&frame[..], b"*2\r\n:1\r\n$1\r\nx\r\n");
+        assert!(!refresh);
+        // Errors inside EXEC's array and EXECABORT are Redis's answer, passed on.
+        let run = b"+OK\r\n-ERR bad\r\n-EXECABORT Transaction discarded\r\n";
+        let (frame, _) = exec_reply(reply(run), 3);
+        assert_eq!(&frame[..], b"-EXECABORT Transaction discarded\r\n");
+    }
+
+    #[test]
+    fn a_routing_error_while_queuing_is_a_clear_error() {
+        let run = b"+OK\r\n-MOVED 12 10.0.0.1:7000\r\n-EXECABORT Transaction discarded\r\n";
+        let (frame, refresh) = exec_reply(reply(run), 3);
+        let text = String::from_utf8_lossy(&frame);
+        assert!(
+            text.starts_with("-ERR slotway: transaction aborted (nothing was executed)"),
+            "{text}"
+        );
+        assert!(text.contains("MOVED 12"), "{text}");
+        assert!(refresh);
+    }
+
+    #[test]
+    fn a_durability_error_or_a_failure_is_passed_on() {
+        let durable = b"-ERR slotway: the write was applied on the primary but only 0 of 2\r\n";
+        let (frame, _) = exec_reply(reply(durable), 3);
+        assert_eq!(&frame[..], &durable[..]);
+        let lost = Outcome::Failed(BackendError::Lost("n:1".into()));
+        let (frame, _) = exec_reply(lost, 3);
+        assert!(String::from_utf8_lossy(&frame).contains("may or may not have been applied"));
+        let unsent = Outcome::Failed(BackendError::NotSent("n:1".into()));
+        let (frame, _) = exec_reply(unsent, 3);
+        assert!(String::from_utf8_lossy(&frame).contains("nothing was executed"));
     }
 }
