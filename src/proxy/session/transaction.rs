@@ -7,11 +7,11 @@
 //! `client.max_transaction_*` — makes EXEC answer `-EXECABORT` and run nothing; a nested MULTI
 //! or a WATCH inside MULTI is an error that does not. Every key of the transaction, watched
 //! keys included, must hash to one slot (else `-CROSSSLOT`, as Redis Cluster answers). EXEC
-//! sends `MULTI`, the queued commands and `EXEC` in one write on a pinned connection to that
-//! slot's primary — the one WATCH opened, if any — so the transaction needs a dedicated
-//! connection only for the time EXEC takes, and MULTI pipelined with everything else just
-//! works. A transaction that writes is remembered for `WAIT` and, in durable-write mode,
-//! confirmed with `WAIT` on that same connection before EXEC's reply is passed on.
+//! sends `MULTI`, the queued commands and `EXEC` as one contiguous request to that slot's
+//! primary: on the client's shared connection for a RESP2 client without WATCH, else on a
+//! pinned connection (the one WATCH opened, if any). A transaction that writes counts for the
+//! client's next `WAIT` and, in durable-write mode, is confirmed with `WAIT` on the connection
+//! that ran it before EXEC's reply is passed on.
 
 use std::ops::Range;
 
