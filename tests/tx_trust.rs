@@ -407,6 +407,35 @@ fn durable_mode_confirms_exec_and_blocking_writes() {
         push("d:{z}src");
         let popped = raw.call(&["BLPOP", "d:{z}src", "1"]);
         assert_eq!(popped, plain, "BLPOP");
+        let mut node_con = direct(&node);
+        let _: () = redis::cmd("ZADD")
+            .arg("d:{z}zs")
+            .arg(1)
+            .arg("m")
+            .query(&mut node_con)
+            .unwrap();
+        let popped = raw.call(&["BZPOPMIN", "d:{z}zs", "1"]);
+        assert_eq!(popped, plain, "BZPOPMIN");
+        let _: () = redis::cmd("XGROUP")
+            .arg(&["CREATE", "d:{z}st", "g", "$", "MKSTREAM"])
+            .query(&mut node_con)
+            .unwrap();
+        let _: String = redis::cmd("XADD")
+            .arg(&["d:{z}st", "*", "f", "v"])
+            .query(&mut node_con)
+            .unwrap();
+        let read = raw.call(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "100",
+            "STREAMS",
+            "d:{z}st",
+            ">",
+        ]);
+        assert_eq!(read, plain, "XREADGROUP BLOCK (writes the PEL)");
         // A pop that times out wrote nothing: its null reply is passed on.
         assert_eq!(raw.call(&["BLPOP", "d:{z}empty", "0.1"]), "*-1\r\n");
         // A split write is confirmed part by part.

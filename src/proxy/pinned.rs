@@ -506,6 +506,26 @@ pub fn blocking_limit(name: &str, args: &[&[u8]], margin: Duration) -> Option<Du
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_null_reply_of_a_blocking_write_needs_no_confirmation() {
+        let plain = DurableWait::new(2, 100);
+        let blocking = DurableWait::new(2, 100).unless_null();
+        for null in [&b"*-1\r\n"[..], b"$-1\r\n", b"_\r\n"] {
+            assert!(plain.needs_confirming(null, ReplyKind::Other));
+            assert!(!blocking.needs_confirming(null, ReplyKind::Other));
+        }
+        assert!(blocking.needs_confirming(b"$4\r\nitem\r\n", ReplyKind::Other));
+        assert!(!blocking.needs_confirming(b"-ERR x\r\n", ReplyKind::Error));
+        // Not confirmed: the same error a plain write gets.
+        let (frame, kind) = blocking.verdict(
+            Bytes::from_static(b"$1\r\nx\r\n"),
+            ReplyKind::Other,
+            b":0\r\n",
+        );
+        assert_eq!(kind, ReplyKind::Error);
+        assert!(String::from_utf8_lossy(&frame).contains("only 0 of 2 replica(s)"));
+    }
+
     fn limit(name: &str, args: &[&str]) -> Option<Duration> {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         blocking_limit(name, &args, Duration::from_secs(1))
