@@ -243,7 +243,7 @@ impl Pin {
         }
         let mut aborted = None;
         let mut last = Bytes::new();
-        for i in 0..queued + 2 {
+        for _ in 0..queued + 2 {
             let Some(conn) = self.conn.as_mut() else {
                 break;
             };
@@ -254,7 +254,9 @@ impl Pin {
                     e,
                 ),
             };
-            if kind == ReplyKind::Error && i <= queued && aborted.is_none() {
+            // EXEC's own top-level error is Redis's too (a slot moved since queuing makes the
+            // node discard the transaction); errors of the commands are inside its array.
+            if kind == ReplyKind::Error && aborted.is_none() {
                 aborted = self.routing_error("transaction aborted (nothing was executed)", &frame);
             }
             last = frame;

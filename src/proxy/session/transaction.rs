@@ -352,7 +352,8 @@ impl Session {
 
 /// The client's reply to a `MULTI … EXEC` sent on a shared connection, from the run of
 /// `replies` frames (MULTI's, one per queued command, EXEC's) or the failure. A routing
-/// error while queuing (the slot moved, the node is failing over) means Redis ran nothing:
+/// error while queuing or for EXEC (the slot moved, the node is failing over) means Redis
+/// ran nothing:
 /// it becomes a clear error, and true says the topology should be refreshed; the request is
 /// never re-sent.
 pub(super) fn exec_reply(outcome: Outcome, replies: u32) -> (Bytes, bool) {
@@ -378,7 +379,9 @@ pub(super) fn exec_reply(outcome: Outcome, replies: u32) -> (Bytes, bool) {
     if frames.len() != replies as usize {
         return (run, false);
     }
-    for (range, kind) in frames.iter().take(frames.len() - 1) {
+    // EXEC's own top-level error counts too: a slot moved since queuing makes the node
+    // discard the transaction (errors of the commands are inside EXEC's array).
+    for (range, kind) in &frames {
         if *kind != ReplyKind::Error {
             continue;
         }
@@ -437,6 +440,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("MOVED 12"), "{text}");
+        assert!(refresh);
+        // EXEC itself redirected: the node discarded the transaction.
+        let run = b"+OK\r\n+QUEUED\r\n-MOVED 12 10.0.0.1:7000\r\n";
+        let (frame, refresh) = exec_reply(reply(run), 3);
+        assert!(String::from_utf8_lossy(&frame).contains("nothing was executed"));
         assert!(refresh);
     }
 
