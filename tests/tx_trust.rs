@@ -250,6 +250,17 @@ fn signal(sig: &str, pid: u32) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// Stops Redis Cluster from moving a replica of another shard to a primary whose replicas
+/// are frozen (replica migration to an orphaned primary), which would confirm its writes.
+fn no_replica_migration(cluster: &TestCluster) {
+    for addr in cluster.seeds() {
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", "cluster-allow-replica-migration", "no"])
+            .query(&mut direct(&addr))
+            .unwrap();
+    }
+}
+
 /// The pids of the replicas of the shard serving `key`.
 fn replica_pids(cluster: &TestCluster, key: &str) -> Vec<u32> {
     let primary = cluster.primary_index_for_slot(cluster.key_slot(key));
@@ -337,8 +348,12 @@ fn write_each_way(proxy: &TestProxy, cluster: &TestCluster, round: usize) -> Vec
 #[test]
 fn wait_counts_only_replicas_that_have_the_clients_writes() {
     let cluster = TestCluster::start();
-    let proxy = TestProxy::start(cluster.seeds());
+    // WAIT's timeout is capped at half the command timeout: room for a loaded machine.
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| {
+        c.backend.command_timeout_ms = 20_000;
+    });
     let key = "w:{z}tx";
+    no_replica_migration(&cluster);
     replicas_in_step(&cluster, key);
     {
         let _frozen = Frozen::new(replica_pids(&cluster, key));
@@ -356,7 +371,7 @@ fn wait_counts_only_replicas_that_have_the_clients_writes() {
     let aof = raw.call(&["WAITAOF", "0", "1", "100"]);
     assert!(aof.starts_with("-ERR unknown command"), "{aof}");
     for (how, mut raw) in write_each_way(&proxy, &cluster, 2) {
-        let got = raw.call(&["WAIT", "2", "4000"]);
+        let got = raw.call(&["WAIT", "2", "8000"]);
         assert_eq!(got, ":2\r\n", "WAIT after {how} with live replicas");
     }
 }
@@ -367,7 +382,7 @@ fn durable_mode_confirms_exec_and_blocking_writes() {
     let proxy = TestProxy::start_with(cluster.seeds(), |c| {
         c.cluster.durable_writes = true;
         c.cluster.durable_replicas = 2;
-        c.cluster.durable_timeout_ms = 300;
+        c.cluster.durable_timeout_ms = 1000;
     });
     let key = "d:{z}k";
     let node = cluster.primary_for_key(key);
@@ -378,6 +393,7 @@ fn durable_mode_confirms_exec_and_blocking_writes() {
             .query(&mut direct(&node))
             .unwrap();
     };
+    no_replica_migration(&cluster);
     replicas_in_step(&cluster, key);
     let mut raw = Raw::connect(proxy.addr());
     {
