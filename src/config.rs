@@ -259,6 +259,12 @@ pub struct ClientConfig {
     pub idle_timeout_ms: u64,
     /// On SIGTERM, how long clients get to finish requests already sent (default 10000 ms).
     pub drain_grace_ms: u64,
+    /// Most commands queued in one MULTI; past it the command is refused and EXEC answers
+    /// EXECABORT (default 100000).
+    pub max_transaction_commands: usize,
+    /// Most request bytes queued in one MULTI; past it the command is refused, the queue is
+    /// released and EXEC answers EXECABORT (default 64 MiB).
+    pub max_transaction_bytes: usize,
 }
 
 /// How the proxy answers commands that span the cluster or describe it.
@@ -369,6 +375,8 @@ impl Default for ClientConfig {
             pubsub_buffer_bytes: 32 << 20,
             idle_timeout_ms: 0,
             drain_grace_ms: 10_000,
+            max_transaction_commands: 100_000,
+            max_transaction_bytes: 64 << 20,
         }
     }
 }
@@ -460,6 +468,14 @@ impl Config {
         )?;
         positive("client.max_connections", self.client.max_connections as u64)?;
         positive("client.max_inflight", self.client.max_inflight as u64)?;
+        positive(
+            "client.max_transaction_commands",
+            self.client.max_transaction_commands as u64,
+        )?;
+        positive(
+            "client.max_transaction_bytes",
+            self.client.max_transaction_bytes as u64,
+        )?;
         positive(
             "client.read_buffer_bytes",
             self.client.read_buffer_bytes as u64,

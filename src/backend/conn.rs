@@ -88,6 +88,9 @@ pub struct DurableWait {
     pub replicas: i64,
     /// The timeout, for the client's error message.
     pub timeout_ms: u64,
+    /// A null reply means nothing was written (a blocking pop that timed out, an EXEC whose
+    /// WATCH fired), so it needs no confirmation.
+    pub null_unwritten: bool,
 }
 
 impl DurableWait {
@@ -106,13 +109,28 @@ impl DurableWait {
             command: cmd.freeze(),
             replicas: replicas.into(),
             timeout_ms,
+            null_unwritten: false,
         }
+    }
+
+    /// The same WAIT, skipped for a null reply (see [`DurableWait::null_unwritten`]).
+    pub fn unless_null(self) -> Self {
+        Self {
+            null_unwritten: true,
+            ..self
+        }
+    }
+
+    /// True when `reply` may stand for a write that replicas must confirm.
+    pub fn needs_confirming(&self, reply: &[u8], kind: ReplyKind) -> bool {
+        let null = matches!(reply, b"$-1\r\n" | b"*-1\r\n" | b"_\r\n");
+        kind != ReplyKind::Error && !(self.null_unwritten && null)
     }
 
     /// The reply the client gets: the command's own reply when enough replicas confirmed it
     /// (or when it failed, so there was nothing to replicate), else an error saying so.
     pub fn verdict(&self, reply: Bytes, kind: ReplyKind, wait_reply: &[u8]) -> (Bytes, ReplyKind) {
-        if kind == ReplyKind::Error {
+        if !self.needs_confirming(&reply, kind) {
             return (reply, kind);
         }
         let acked = parse_integer(wait_reply);

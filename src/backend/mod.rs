@@ -58,8 +58,9 @@ pub struct BackendRequest {
     /// replicas confirmed (durable-write mode).
     pub durable: bool,
     /// Commands in `raw`, each answered by one reply: 1, or more for parts of a split request
-    /// sent to one node together, whose replies are delivered as one frame run. A request of
-    /// several commands is never durable and never needs `ASKING`.
+    /// sent to one node together, or a `MULTI … EXEC`, whose replies are delivered as one
+    /// frame run. A request of several commands never needs `ASKING`; a durable one (a
+    /// transaction) has its run replaced by the durability error when not confirmed.
     pub replies: u32,
     /// Where the reply goes.
     pub reply: ReplyTo,

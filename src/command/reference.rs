@@ -303,6 +303,7 @@ fn combine_words(combine: Combine) -> &'static str {
         Combine::AndArrays => "every primary; element-wise AND of the 0/1 arrays",
         Combine::First => "every primary; the first successful reply",
         Combine::MinInt => "every primary; the smallest integer",
+        Combine::MinArrays => "every primary; the element-wise smallest integers",
         Combine::RandomNonNull => "every primary; a random non-null reply",
         Combine::Union => "every primary; each element once",
     }

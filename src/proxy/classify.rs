@@ -77,7 +77,7 @@ pub enum Fan {
     AllNodes,
     /// `SCAN` over every shard in turn.
     Scan,
-    /// `WAIT` on each primary this client wrote to.
+    /// `WAIT` (or `WAITAOF`) on each primary this client wrote to.
     Wait,
     /// `INFO`: the proxy's sections plus the keyspace of every shard.
     Info,
@@ -207,7 +207,8 @@ fn cluster_wide(spec: &CommandSpec) -> Option<Decision> {
         "lastsave" => all(Combine::MinInt),
         // Every primary holds the same libraries; the first shard's answer is the one reply.
         "function|list" | "function|dump" | "function|stats" => all(Combine::First),
-        "wait" => Some(Decision::Fanout(Fan::Wait)),
+        // WAITAOF (Redis 7.2+, Valkey) is known only when learned from such a cluster.
+        "wait" | "waitaof" => Some(Decision::Fanout(Fan::Wait)),
         "config|set" | "config|rewrite" => Some(Decision::Fanout(Fan::AllNodes)),
         "script|load" => Some(Decision::Fanout(Fan::ScriptLoad)),
         "script|flush" => Some(Decision::Fanout(Fan::ScriptFlush)),

@@ -377,34 +377,63 @@ fn all_nodes(table: &RoutingTable, raw: &Bytes) -> Vec<Part> {
         .collect()
 }
 
-/// `WAIT numreplicas timeout` on each primary the client wrote to (on the connection that
-/// carried the writes), the reply being the smallest count. Without writes every primary is
-/// asked. The timeout is capped below the backend command timeout, since a WAIT holds a
-/// multiplexed connection: 0 (forever) or a longer one becomes the cap.
+/// The arguments of `WAIT numreplicas timeout` or `WAITAOF numlocal numreplicas timeout`,
+/// the timeout capped at `cap_ms` (0, forever, becomes the cap too: a WAIT holds a shared
+/// connection). None when malformed, which a node answers with Redis's own error.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WaitArgs {
+    /// WAITAOF rather than WAIT.
+    pub aof: bool,
+    /// The counts asked for, in argument order.
+    pub counts: Vec<u64>,
+    /// The timeout after capping, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl WaitArgs {
+    /// Parses a WAIT or WAITAOF request.
+    pub fn parse(raw: &[u8], args: &[Range<usize>], cap_ms: u64) -> Option<Self> {
+        let aof = raw
+            .get(args.first()?.clone())?
+            .eq_ignore_ascii_case(b"waitaof");
+        if args.len() != if aof { 4 } else { 3 } {
+            return None;
+        }
+        let mut numbers = args[1..]
+            .iter()
+            .map(|r| std::str::from_utf8(&raw[r.clone()]).ok()?.parse().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        let t = numbers.pop()?;
+        Some(Self {
+            aof,
+            counts: numbers,
+            timeout_ms: if t == 0 || t > cap_ms { cap_ms } else { t },
+        })
+    }
+}
+
+/// `WAIT` / `WAITAOF` on each primary the client wrote to (on the connection that carried
+/// the writes), the reply being the smallest count (element-wise for WAITAOF). Without writes
+/// every primary is asked. The timeout is capped below the backend command timeout.
 fn wait(ctx: &Ctx<'_>, raw: &Bytes, args: &[Range<usize>]) -> Planned {
     let cap = ctx.config.backend.command_timeout_ms / 2;
-    let parse = |i: usize| -> Option<u64> {
-        std::str::from_utf8(&raw[args.get(i)?.clone()])
-            .ok()?
-            .parse()
-            .ok()
+    let parsed = WaitArgs::parse(raw, args, cap);
+    let reduce = match &parsed {
+        Some(w) if w.aof => Combine::MinArrays,
+        _ => Combine::MinInt,
     };
-    let request = match (parse(1), parse(2)) {
-        (Some(n), Some(t)) => {
-            let t = if t == 0 || t > cap { cap } else { t };
+    let request = match parsed {
+        Some(w) => {
+            let mut words: Vec<String> = w.counts.iter().map(u64::to_string).collect();
+            words.push(w.timeout_ms.to_string());
+            let mut argv: Vec<&[u8]> = vec![&raw[args[0].clone()]];
+            argv.extend(words.iter().map(String::as_bytes));
             let mut out = BytesMut::new();
-            encode::command(
-                &mut out,
-                &[
-                    &raw[args[0].clone()],
-                    n.to_string().as_bytes(),
-                    t.to_string().as_bytes(),
-                ],
-            );
+            encode::command(&mut out, &argv);
             out.freeze()
         }
         // Let a node give Redis's own error for malformed arguments.
-        _ => raw.clone(),
+        None => raw.clone(),
     };
     let nodes: Vec<SocketAddr> = if ctx.written.is_empty() {
         primaries(ctx.table, raw, true)
@@ -425,7 +454,7 @@ fn wait(ctx: &Ctx<'_>, raw: &Bytes, args: &[Range<usize>]) -> Planned {
             readonly: true,
         })
         .collect();
-    Planned::Parts(parts, Reduce::Combine(Combine::MinInt))
+    Planned::Parts(parts, Reduce::Combine(reduce))
 }
 
 /// `INFO [section …]`: the proxy's sections; the nodes are asked only for what they know.

@@ -219,6 +219,13 @@ async fn wait_caps_its_timeout_and_asks_every_primary_without_writes() {
     assert_eq!(p[0].raw, wire(&["WAIT", "1", "20"]));
     let (p, _) = parts(run(Fan::Wait, &config, &["WAIT", "x", "20"], &[]));
     assert_eq!(p[0].raw, wire(&["WAIT", "x", "20"]));
+    // WAITAOF: the timeout is its third number, and the counts merge element-wise.
+    let (p, reduce) = parts(run(Fan::Wait, &config, &["WAITAOF", "1", "2", "0"], &[]));
+    assert_eq!(p.len(), 3);
+    assert_eq!(p[0].raw, wire(&["WAITAOF", "1", "2", "500"]));
+    assert_eq!(reduce, Reduce::Combine(Combine::MinArrays));
+    let (p, _) = parts(run(Fan::Wait, &config, &["WAITAOF", "1", "20"], &[]));
+    assert_eq!(p[0].raw, wire(&["WAITAOF", "1", "20"]));
 }
 
 #[tokio::test]

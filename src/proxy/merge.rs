@@ -36,6 +36,8 @@ pub enum Combine {
     First,
     /// Smallest integer reply (`WAIT`, `LASTSAVE`).
     MinInt,
+    /// Element-wise smallest of integer arrays (`WAITAOF`).
+    MinArrays,
     /// A random non-null reply, null only when every part was null (`RANDOMKEY`).
     RandomNonNull,
     /// Every element of the array replies once, in the order first seen (`PUBSUB CHANNELS`).
@@ -122,7 +124,8 @@ fn combine(c: Combine, parts: &[Bytes]) -> Option<Bytes> {
                 ))
             }
         }
-        Combine::AndArrays => and_arrays(parts),
+        Combine::AndArrays => min_arrays(parts, true),
+        Combine::MinArrays => min_arrays(parts, false),
         Combine::Union => introspect::union(parts),
         Combine::First => parts
             .iter()
@@ -231,18 +234,20 @@ fn concat(parts: &[Bytes]) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-fn and_arrays(parts: &[Bytes]) -> Option<Bytes> {
-    let mut acc: Option<Vec<bool>> = None;
+/// Element-wise minimum of arrays of integers of one length; with `flags`, each element
+/// counts as 0 or 1 first, which makes the minimum a logical AND.
+fn min_arrays(parts: &[Bytes], flags: bool) -> Option<Bytes> {
+    let mut acc: Option<Vec<i64>> = None;
     for p in parts {
         let (n, body) = array_body(p)?;
-        let flags = elements(body, n)?
+        let values = elements(body, n)?
             .into_iter()
-            .map(|r| integer(&body[r]).map(|v| v != 0))
-            .collect::<Option<Vec<bool>>>()?;
+            .map(|r| integer(&body[r]).map(|v| if flags { i64::from(v != 0) } else { v }))
+            .collect::<Option<Vec<i64>>>()?;
         acc = Some(match acc {
-            None => flags,
-            Some(prev) if prev.len() == flags.len() => {
-                prev.iter().zip(&flags).map(|(a, b)| *a && *b).collect()
+            None => values,
+            Some(prev) if prev.len() == values.len() => {
+                prev.iter().zip(&values).map(|(a, b)| *a.min(b)).collect()
             }
             Some(_) => return None,
         });
@@ -251,7 +256,7 @@ fn and_arrays(parts: &[Bytes]) -> Option<Bytes> {
     let mut out = BytesMut::with_capacity(4 + acc.len() * 4);
     encode::array_header(&mut out, acc.len());
     for v in acc {
-        encode::integer(&mut out, i64::from(v));
+        encode::integer(&mut out, v);
     }
     Some(out.freeze())
 }
@@ -316,6 +321,11 @@ mod tests {
         assert_eq!(run(sum, &[]), ":0\r\n");
         let min = Reduce::Combine(Combine::MinInt);
         assert_eq!(run(min, &[":3\r\n", ":1\r\n", ":2\r\n"]), ":1\r\n");
+        let mins = Reduce::Combine(Combine::MinArrays);
+        assert_eq!(
+            run(mins, &["*2\r\n:1\r\n:2\r\n", "*2\r\n:0\r\n:5\r\n"]),
+            "*2\r\n:0\r\n:2\r\n"
+        );
         assert!(run(Reduce::Combine(Combine::SumInt), &["+OK\r\n"]).starts_with("-ERR slotway"));
     }
 

@@ -37,6 +37,9 @@ pub enum JobKind {
     Exec {
         /// Commands between MULTI and EXEC.
         queued: usize,
+        /// Durable-write mode for a transaction that may write: the `WAIT` that must
+        /// confirm it, on the connection that ran it.
+        durable: Option<DurableWait>,
     },
     /// One blocking command: one reply, waited for up to `limit` (None: forever); a MOVED
     /// is followed to the new owner on a dedicated connection there, an ASK once with
@@ -44,6 +47,9 @@ pub enum JobKind {
     Blocking {
         /// How long the reply may take (the command's own timeout plus a margin).
         limit: Option<Duration>,
+        /// Durable-write mode for a command that writes (a pop, a move, XREADGROUP's PEL):
+        /// the `WAIT` that must confirm it.
+        durable: Option<DurableWait>,
     },
     /// A script (`EVAL`, `EVALSHA`, `FCALL` …) for a RESP3 client, run like a blocking
     /// command; a `NOSCRIPT` is answered by loading `reload` (the body slotway remembers for
@@ -167,8 +173,13 @@ impl Pin {
         self.budget = job.kind.budget();
         match job.kind {
             JobKind::Watch => self.watch(&job.raw).await,
-            JobKind::Exec { queued } => self.exec(&job.raw, queued).await,
-            JobKind::Blocking { limit } => self.blocking(job.raw, limit, None, None, false).await,
+            JobKind::Exec { queued, durable } => {
+                self.exec(&job.raw, queued, durable.as_ref()).await
+            }
+            JobKind::Blocking { limit, durable } => {
+                self.blocking(job.raw, limit, None, durable.as_ref(), false)
+                    .await
+            }
             JobKind::Script {
                 limit,
                 reload,
@@ -236,7 +247,7 @@ impl Pin {
         frame
     }
 
-    async fn exec(&mut self, raw: &[u8], queued: usize) -> Bytes {
+    async fn exec(&mut self, raw: &[u8], queued: usize, durable: Option<&DurableWait>) -> Bytes {
         let conn = match self.conn().await {
             Ok(c) => c,
             Err(e) => {
@@ -254,7 +265,7 @@ impl Pin {
         }
         let mut aborted = None;
         let mut last = Bytes::new();
-        for i in 0..queued + 2 {
+        for _ in 0..queued + 2 {
             let Some(conn) = self.conn.as_mut() else {
                 break;
             };
@@ -265,13 +276,21 @@ impl Pin {
                     e,
                 ),
             };
-            if kind == ReplyKind::Error && i <= queued && aborted.is_none() {
+            // EXEC's own top-level error is Redis's too (a slot moved since queuing makes the
+            // node discard the transaction); errors of the commands are inside its array.
+            if kind == ReplyKind::Error && aborted.is_none() {
                 aborted = self.routing_error("transaction aborted (nothing was executed)", &frame);
             }
             last = frame;
         }
         self.watching = false;
-        aborted.unwrap_or(last)
+        if let Some(err) = aborted {
+            return err;
+        }
+        match (durable, self.conn.as_mut()) {
+            (Some(wait), Some(conn)) => confirm(conn, wait, last).await,
+            _ => last,
+        }
     }
 
     /// Runs one blocking command or (`script`) one script, following only what Redis itself
@@ -488,13 +507,20 @@ impl Pin {
 /// Durable-write mode: `WAIT` on the connection that ran the write, and the client's reply
 /// as the shared connections would give it (an error when too few replicas confirmed).
 async fn confirm(conn: &mut DedicatedConn, wait: &DurableWait, frame: Bytes) -> Bytes {
+    let kind = match frame.first() {
+        Some(b'-' | b'!') => ReplyKind::Error,
+        _ => ReplyKind::Other,
+    };
+    if !wait.needs_confirming(&frame, kind) {
+        return frame;
+    }
     let limit = Some(conn.reply_timeout());
     let waited = match conn.write(&wait.command).await {
         Ok(()) => conn.read_frame_within(limit).await,
         Err(e) => Err(e),
     };
     let wait_reply = waited.map(|(r, _)| r).unwrap_or_default();
-    wait.verdict(frame, ReplyKind::Other, &wait_reply).0
+    wait.verdict(frame, kind, &wait_reply).0
 }
 
 /// Reads `frames` replies as one run (the kind is the last one's).
@@ -566,6 +592,26 @@ pub fn blocking_limit(name: &str, args: &[&[u8]], margin: Duration) -> Option<Du
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_null_reply_of_a_blocking_write_needs_no_confirmation() {
+        let plain = DurableWait::new(2, 100);
+        let blocking = DurableWait::new(2, 100).unless_null();
+        for null in [&b"*-1\r\n"[..], b"$-1\r\n", b"_\r\n"] {
+            assert!(plain.needs_confirming(null, ReplyKind::Other));
+            assert!(!blocking.needs_confirming(null, ReplyKind::Other));
+        }
+        assert!(blocking.needs_confirming(b"$4\r\nitem\r\n", ReplyKind::Other));
+        assert!(!blocking.needs_confirming(b"-ERR x\r\n", ReplyKind::Error));
+        // Not confirmed: the same error a plain write gets.
+        let (frame, kind) = blocking.verdict(
+            Bytes::from_static(b"$1\r\nx\r\n"),
+            ReplyKind::Other,
+            b":0\r\n",
+        );
+        assert_eq!(kind, ReplyKind::Error);
+        assert!(String::from_utf8_lossy(&frame).contains("only 0 of 2 replica(s)"));
+    }
 
     fn limit(name: &str, args: &[&str]) -> Option<Duration> {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();

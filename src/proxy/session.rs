@@ -391,6 +391,9 @@ impl Session {
         let peer = || stream.peer_addr().ok();
         // Looked up once for both the security check and the classification.
         let spec = commands.resolve(&raw, args);
+        if let Some(msg) = self.local_in_tx(spec) {
+            return self.refuse_in_tx(&msg);
+        }
         if let Some(reply) = self.shared.security.check_resolved(
             &mut self.sec,
             &commands,
@@ -400,7 +403,8 @@ impl Session {
             &mut self.keys,
             peer,
         ) {
-            return self.push_reply(reply);
+            // Inside MULTI a refusal flags the transaction, as Redis's `flagTransaction`.
+            return self.refuse_reply(reply);
         }
         let decision = classify_resolved(spec, &raw, args, &mut self.keys);
         let script = spec.is_some_and(|s| trust::is_script(&s.name));

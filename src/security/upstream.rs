@@ -36,6 +36,7 @@ pub const PROXY_SENDS: &[&str] = &[
     "psubscribe",
     "punsubscribe",
     "readonly",
+    "role",
     "script|exists",
     "script|load",
     "ssubscribe",

@@ -11,13 +11,15 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::subscribe::PubSubState;
 use super::transaction::{TxState, Watch};
 use super::{error_frame, Pending, Session};
-use crate::backend::{Completion, DurableWait, Outcome};
+use crate::backend::{Completion, DurableWait, NodePool, Outcome};
+use crate::command::CommandFlags;
 use crate::protocol::resp3::{to_resp3, Shape};
 use crate::proxy::classify::{Decision, LocalCmd};
 use crate::proxy::pinned::{blocking_limit, Job, JobKind, PinContext, PinnedHandle};
@@ -48,6 +50,13 @@ pub(super) struct Modes {
     notes: VecDeque<(u64, Shape)>,
     /// Requests being re-sent after a failure or redirect; new requests wait for them.
     pub(super) retries: RetryLane,
+    /// Writes done on a dedicated connection since the last WAIT: the slot (None: keyless)
+    /// and the node it was sent to. A WAIT on the shared connections cannot see them (Redis
+    /// counts from the offset of the asking connection's own last write), so WAIT checks
+    /// these nodes' replication offsets instead.
+    pub(super) pinned_writes: Vec<(Option<u16>, SocketAddr)>,
+    /// Transactions sent on a shared connection: sequence number and frames owed.
+    pub(super) shared_execs: Vec<(u64, u32)>,
 }
 
 impl Modes {
@@ -187,9 +196,24 @@ impl Session {
         if !matches!(self.pending.get(idx), Some(Pending::Pinned)) {
             return Some(c);
         }
-        let frame = match c.outcome {
-            Outcome::Reply(frame, _) => frame,
-            Outcome::Failed(e) => error_frame(&format!("ERR slotway: {e}")),
+        let execs = &mut self.modes.shared_execs;
+        let frame = match execs.iter().position(|&(seq, _)| seq == c.tag.seq) {
+            Some(at) => {
+                let (_, replies) = execs.swap_remove(at);
+                let router = &self.shared.router;
+                if let Outcome::Failed(err) = &c.outcome {
+                    router.note_failure(err);
+                }
+                let (frame, refresh) = super::transaction::exec_reply(c.outcome, replies);
+                if refresh {
+                    router.request_refresh();
+                }
+                frame
+            }
+            None => match c.outcome {
+                Outcome::Reply(frame, _) => frame,
+                Outcome::Failed(e) => error_frame(&format!("ERR slotway: {e}")),
+            },
         };
         self.pending[idx] = Pending::Ready(frame);
         self.modes.barrier = false;
@@ -215,6 +239,11 @@ impl Session {
 
     /// The primary owning `slot` (any primary for None), or the client's error text.
     pub(super) fn pin_addr(&self, slot: Option<u16>) -> Result<SocketAddr, &'static str> {
+        self.primary_pool(slot).map(|p| p.addr())
+    }
+
+    /// The pool of the primary owning `slot` (any primary for None), or the client's error.
+    pub(super) fn primary_pool(&self, slot: Option<u16>) -> Result<Arc<NodePool>, &'static str> {
         let router = &self.shared.router;
         let table = router.table();
         let Some(t) = table.as_ref() else {
@@ -225,7 +254,7 @@ impl Session {
             Some(s) => t.primary_for_slot(s),
             None => t.any_primary(router.next_rotation()),
         };
-        pool.map(|p| p.addr()).ok_or_else(|| {
+        pool.cloned().ok_or_else(|| {
             router.request_refresh();
             "CLUSTERDOWN Hash slot not served"
         })
@@ -244,8 +273,37 @@ impl Session {
         let name = String::from_utf8_lossy(words[0]).to_ascii_lowercase();
         let margin = crate::config::ms(self.shared.config.backend.command_timeout_ms);
         let limit = blocking_limit(&name, &words, margin);
+        let writes = {
+            let table = self.shared.router.commands();
+            table
+                .resolve(&raw, args)
+                .is_some_and(|spec| spec.flags.contains(CommandFlags::WRITE))
+        };
+        // A pop that times out wrote nothing: its null reply needs no confirmation.
+        let durable = if writes {
+            self.note_pinned_write(slot, addr);
+            self.durable_wait().map(DurableWait::unless_null)
+        } else {
+            None
+        };
         let handle = PinnedHandle::open(self.pin_context(), addr, self.client.proto());
-        self.send_pinned(&handle, raw, JobKind::Blocking { limit });
+        self.send_pinned(&handle, raw, JobKind::Blocking { limit, durable });
+    }
+
+    /// Remembers a write sent on a dedicated connection, for the client's next WAIT.
+    pub(super) fn note_pinned_write(&mut self, slot: Option<u16>, addr: SocketAddr) {
+        let entry = (slot, addr);
+        if !self.modes.pinned_writes.contains(&entry) {
+            self.modes.pinned_writes.push(entry);
+        }
+    }
+
+    /// In durable-write mode, the `WAIT` that must confirm a write on a dedicated connection.
+    pub(super) fn durable_wait(&self) -> Option<DurableWait> {
+        let cluster = &self.shared.config.cluster;
+        cluster
+            .durable_writes
+            .then(|| DurableWait::new(cluster.durable_replicas, cluster.durable_timeout_ms))
     }
 
     /// True for a request that runs a script (`EVAL`, `EVALSHA`, `FCALL` and `_RO` forms).
@@ -284,9 +342,12 @@ impl Session {
             .shared
             .scripts
             .body_for_evalsha(&raw, self.shared.scan_limits);
-        let cluster = &self.shared.config.cluster;
-        let durable = (cluster.durable_writes && !readonly)
-            .then(|| DurableWait::new(cluster.durable_replicas, cluster.durable_timeout_ms));
+        let durable = if readonly {
+            None
+        } else {
+            self.note_pinned_write(slot, addr);
+            self.durable_wait()
+        };
         let handle = PinnedHandle::open(self.pin_context(), addr, 3);
         let kind = JobKind::Script {
             limit,

@@ -10,7 +10,8 @@ use super::{error_frame, Pending, Session};
 use crate::backend::{BackendRequest, Completion, NodePool, Outcome, Tag};
 use crate::protocol::ReplyKind;
 use crate::proxy::classify::Fan;
-use crate::proxy::fanout::{self, Prepared};
+use crate::proxy::fanout::{self, Prepared, WaitArgs};
+use crate::proxy::replication::OffsetWait;
 
 /// Parts of a fanned-out request sent to one node as one request: their numbers and bytes.
 struct Batch {
@@ -23,6 +24,18 @@ struct Batch {
 impl Session {
     /// Plans a fanned-out request, sends its parts, and queues its pending state.
     pub(super) async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
+        if matches!(fan, Fan::Wait) && !self.modes.pinned_writes.is_empty() {
+            match self.offset_wait(&raw, args) {
+                Some(Ok(wait)) => {
+                    let tag = self.push_pending(Pending::Pinned);
+                    let reply = self.reply_to(tag);
+                    tokio::spawn(wait.run(reply));
+                    return;
+                }
+                Some(Err(msg)) => return self.push_reply(error_frame(msg)),
+                None => {}
+            }
+        }
         let tcp_port = self.stream.local_addr().map_or(0, |a| a.port());
         let written: Vec<std::net::SocketAddr> = match fan {
             Fan::Wait => self.written.drain(..).map(|p| p.addr()).collect(),
@@ -94,6 +107,50 @@ impl Session {
             };
             pool.send(req, self.id).await;
         }
+    }
+
+    /// A `WAIT numreplicas timeout` after writes on dedicated connections: answered from the
+    /// replication offsets of every primary written to since the last WAIT (shared and
+    /// dedicated connections alike), with the timeout capped as for a WAIT on the shared
+    /// connections. None for malformed arguments, which a node answers with Redis's error.
+    /// A WAITAOF cannot be answered so (ROLE tells nothing of fsyncs): it gets an error.
+    fn offset_wait(
+        &mut self,
+        raw: &[u8],
+        args: &[std::ops::Range<usize>],
+    ) -> Option<Result<OffsetWait, &'static str>> {
+        let cap = self.shared.config.backend.command_timeout_ms / 2;
+        let wait = WaitArgs::parse(raw, args, cap)?;
+        let &[replicas] = &wait.counts[..] else {
+            return Some(Err("ERR slotway: WAITAOF cannot confirm writes this client made on dedicated connections (EXEC after WATCH or from a RESP3 client, blocking commands, RESP3 scripts); use WAIT"));
+        };
+        let timeout = wait.timeout_ms;
+        let router = &self.shared.router;
+        let mut nodes: Vec<Arc<NodePool>> = self.written.drain(..).collect();
+        {
+            let table = router.table();
+            for (slot, addr) in self.modes.pinned_writes.drain(..) {
+                // The slot's owner now: a MOVED followed on the dedicated connection wrote there.
+                let owner = table.as_ref().and_then(|t| match slot {
+                    Some(s) => t.primary_for_slot(s).cloned(),
+                    None => t.primaries().iter().find(|p| p.addr() == addr).cloned(),
+                });
+                // A node that is no longer a member cannot be asked: say so rather than
+                // count replicas that may lack the write.
+                let Some(pool) = owner.or_else(|| router.pool_for_addr(addr)) else {
+                    return Some(Err("ERR slotway: WAIT cannot confirm a write made on a node that has left the cluster's topology"));
+                };
+                if !nodes.iter().any(|p| Arc::ptr_eq(p, &pool)) {
+                    nodes.push(pool);
+                }
+            }
+        }
+        Some(Ok(OffsetWait {
+            nodes,
+            replicas: i64::try_from(replicas).unwrap_or(i64::MAX),
+            timeout: crate::config::ms(timeout),
+            affinity: self.id,
+        }))
     }
 
     /// Splits the answer to a group of parts sent to one node together into one completion

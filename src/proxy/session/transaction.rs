@@ -1,22 +1,29 @@
 //! MULTI / EXEC / DISCARD / WATCH / UNWATCH.
 //!
 //! Commands between MULTI and EXEC are checked and queued by the session, which answers
-//! `+QUEUED` (or the error Redis would give at queue time, which makes EXEC answer
-//! `-EXECABORT`). Every key of the transaction, watched keys included, must hash to one slot
-//! (else `-CROSSSLOT`, as Redis Cluster answers). EXEC sends `MULTI`, the queued commands and
-//! `EXEC` in one write on a pinned connection to that slot's primary — the one WATCH opened, if
-//! any — so the transaction needs a dedicated connection only for the time EXEC takes, and
-//! MULTI pipelined with everything else just works.
+//! `+QUEUED` (or the error Redis would give at queue time). As in Redis (`flagTransaction`),
+//! any refusal while queuing — the security check's NOPERM or policy refusal, an unknown
+//! command, wrong arity, CROSSSLOT, a command that needs every shard, a queue over
+//! `client.max_transaction_*` — makes EXEC answer `-EXECABORT` and run nothing; a nested MULTI
+//! or a WATCH inside MULTI is an error that does not. Every key of the transaction, watched
+//! keys included, must hash to one slot (else `-CROSSSLOT`, as Redis Cluster answers). EXEC
+//! sends `MULTI`, the queued commands and `EXEC` as one contiguous request to that slot's
+//! primary: on the client's shared connection for a RESP2 client without WATCH, else on a
+//! pinned connection (the one WATCH opened, if any). A transaction that writes counts for the
+//! client's next `WAIT` and, in durable-write mode, is confirmed with `WAIT` on the connection
+//! that ran it before EXEC's reply is passed on.
 
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Session;
+use super::{error_frame, Pending, Session};
+use crate::backend::{BackendRequest, Outcome};
 use crate::cluster::slot::key_slot;
-use crate::command::CommandFlags;
+use crate::command::{CommandFlags, CommandSpec};
 use crate::protocol::encode;
-use crate::proxy::classify::{Decision, LocalCmd, TxCmd};
+use crate::protocol::{classify_error, ReplyKind, ResponseScanner, ServerError};
+use crate::proxy::classify::{Decision, Fan, LocalCmd, TxCmd};
 use crate::proxy::pinned::{JobKind, PinnedHandle};
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
@@ -24,8 +31,14 @@ const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 /// The commands queued since MULTI.
 #[derive(Debug, Default)]
 pub(super) struct TxState {
-    /// Each command's raw request, in order.
+    /// Each command's raw request, in order (emptied once the transaction is dirty).
     queued: Vec<Bytes>,
+    /// Commands answered `+QUEUED`, for CLIENT INFO.
+    count: usize,
+    /// Bytes held in `queued`.
+    bytes: usize,
+    /// Some queued command may write.
+    writes: bool,
     /// A command was refused at queue time: EXEC answers EXECABORT.
     dirty: bool,
 }
@@ -87,7 +100,7 @@ impl Session {
     ) {
         match decision {
             Decision::Transaction(TxCmd::Multi) => self.push_error("ERR MULTI calls can not be nested"),
-            Decision::Transaction(TxCmd::Exec) => self.exec(raw, args),
+            Decision::Transaction(TxCmd::Exec) => self.exec(raw, args).await,
             Decision::Transaction(TxCmd::Discard) => {
                 self.end_transaction();
                 self.push_simple("OK");
@@ -105,8 +118,44 @@ impl Session {
             Decision::Subscription => self.refuse_in_tx(
                 "ERR slotway: Pub/Sub commands cannot be part of a transaction",
             ),
-            _ => self.enqueue_keyed(raw, args),
+            // A transaction runs on one shard: keys in several slots are Redis Cluster's
+            // CROSSSLOT, and a command answered from every shard would see (or flush) one.
+            Decision::Fanout(Fan::Split { .. }) => self.refuse_in_tx(CROSSSLOT),
+            Decision::Fanout(_) => {
+                let name = args
+                    .first()
+                    .map(|r| String::from_utf8_lossy(&raw[r.clone()]).to_ascii_uppercase())
+                    .unwrap_or_default();
+                self.refuse_in_tx(&format!(
+                    "ERR slotway: {name} cannot be part of a transaction (it needs every shard)"
+                ))
+            }
+            Decision::Forward { .. } | Decision::Eval { .. } | Decision::Blocking { .. } => {
+                self.enqueue_keyed(raw, args)
+            }
         }
+    }
+
+    /// Inside MULTI, a command the security layer would answer itself (AUTH, HELLO) cannot
+    /// be queued for EXEC: the error it is refused with.
+    pub(super) fn local_in_tx(&self, spec: Option<&CommandSpec>) -> Option<String> {
+        let spec = spec?;
+        if self.modes.tx.is_none() || !matches!(spec.name.as_str(), "auth" | "hello") {
+            return None;
+        }
+        Some(format!(
+            "ERR slotway: {} cannot be part of a transaction",
+            spec.name.to_ascii_uppercase()
+        ))
+    }
+
+    /// A reply refusing a request (the security check's): inside MULTI it flags the
+    /// transaction, as every refusal does in Redis.
+    pub(super) fn refuse_reply(&mut self, reply: Bytes) {
+        if reply.first() == Some(&b'-') {
+            self.flag_transaction();
+        }
+        self.push_reply(reply);
     }
 
     /// Queues a command with keys after checking that it may run in a transaction and that
@@ -121,19 +170,23 @@ impl Session {
                 }
                 Some(spec) => {
                     self.keys.clear();
+                    let writes = !spec.flags.contains(CommandFlags::READONLY)
+                        || spec.flags.contains(CommandFlags::WRITE);
                     match spec.key_indices(&raw, args, &mut self.keys) {
                         Err(e) => Err(e.to_string()),
-                        Ok(()) => Ok(self
-                            .keys
-                            .iter()
-                            .filter_map(|&i| args.get(i))
-                            .map(|r| key_slot(&raw[r.clone()]))
-                            .collect::<Vec<u16>>()),
+                        Ok(()) => Ok((
+                            writes,
+                            self.keys
+                                .iter()
+                                .filter_map(|&i| args.get(i))
+                                .map(|r| key_slot(&raw[r.clone()]))
+                                .collect::<Vec<u16>>(),
+                        )),
                     }
                 }
             }
         };
-        let slots = match checked {
+        let (writes, slots) = match checked {
             Ok(s) => s,
             Err(msg) => return self.refuse_in_tx(&msg),
         };
@@ -144,27 +197,67 @@ impl Session {
                 _ => slot = Some(s),
             }
         }
+        if writes {
+            if let Some(tx) = &mut self.modes.tx {
+                tx.writes = true;
+            }
+        }
         self.modes.tx_slot = slot;
         self.enqueue(raw);
     }
 
+    /// Queues a command within `client.max_transaction_commands` and `_bytes`; past either
+    /// it is refused, since QUEUED is answered here and no in-flight cap would stop a client
+    /// queuing without end.
     fn enqueue(&mut self, raw: Bytes) {
-        if let Some(tx) = &mut self.modes.tx {
+        let limits = &self.shared.config.client;
+        let (max_commands, max_bytes) = (
+            limits.max_transaction_commands,
+            limits.max_transaction_bytes,
+        );
+        let Some(tx) = &mut self.modes.tx else {
+            return self.push_simple("QUEUED");
+        };
+        if tx.count >= max_commands || tx.bytes.saturating_add(raw.len()) > max_bytes {
+            return self.refuse_in_tx(&format!(
+                "ERR slotway: transaction too large (at most {max_commands} commands and \
+                 {max_bytes} bytes may be queued: client.max_transaction_commands / \
+                 client.max_transaction_bytes)"
+            ));
+        }
+        tx.count += 1;
+        // A dirty transaction will not run: nothing more is kept for it.
+        if !tx.dirty {
+            tx.bytes += raw.len();
             tx.queued.push(raw);
         }
         self.push_simple("QUEUED");
     }
 
     /// Answers a queue-time error; EXEC will then answer EXECABORT, as in Redis.
-    fn refuse_in_tx(&mut self, msg: &str) {
-        if let Some(tx) = &mut self.modes.tx {
-            tx.dirty = true;
-        }
+    pub(super) fn refuse_in_tx(&mut self, msg: &str) {
+        self.flag_transaction();
         self.push_error(msg);
     }
 
-    fn exec(&mut self, raw: Bytes, args: &[Range<usize>]) {
-        if self.hold_if_busy(&raw, args) {
+    /// Marks the transaction (if any) to be aborted by EXEC and releases its queue now.
+    fn flag_transaction(&mut self) {
+        if let Some(tx) = &mut self.modes.tx {
+            tx.dirty = true;
+            tx.queued = Vec::new();
+            tx.bytes = 0;
+        }
+    }
+
+    /// EXEC. A RESP2 client's transaction without WATCH goes to the slot's primary over the
+    /// shared connection, as one contiguous `MULTI … EXEC` that no other client's request
+    /// can interleave with: its writes then count for a later `WAIT` there, and durable mode
+    /// confirms it like any write. A WATCH'd transaction runs on the connection the WATCH
+    /// pinned, and a RESP3 client's on a RESP3 connection (EXEC's reply holds each command's
+    /// RESP3 types).
+    async fn exec(&mut self, raw: Bytes, args: &[Range<usize>]) {
+        let shared = self.modes.watch.is_none() && !self.client.resp3();
+        if !shared && self.hold_if_busy(&raw, args) {
             return;
         }
         let Some(tx) = self.modes.tx.take() else {
@@ -180,13 +273,7 @@ impl Session {
             encode::array_header(&mut out, 0);
             return self.push_reply(out.freeze());
         }
-        let handle = match watch {
-            Some(w) => w.handle,
-            None => match self.pin_addr(slot) {
-                Ok(addr) => PinnedHandle::open(self.pin_context(), addr, self.client.proto()),
-                Err(msg) => return self.push_error(msg),
-            },
-        };
+        let queued = tx.queued.len();
         let size = tx.queued.iter().map(Bytes::len).sum::<usize>() + 32;
         let mut batch = BytesMut::with_capacity(size);
         encode::command(&mut batch, &[b"MULTI"]);
@@ -194,8 +281,50 @@ impl Session {
             batch.extend_from_slice(cmd);
         }
         encode::command(&mut batch, &[b"EXEC"]);
-        let queued = tx.queued.len();
-        self.send_pinned(&handle, batch.freeze(), JobKind::Exec { queued });
+        drop(tx.queued);
+        if shared {
+            if let Ok(replies) = u32::try_from(queued + 2) {
+                return self
+                    .exec_shared(slot, batch.freeze(), replies, tx.writes)
+                    .await;
+            }
+        }
+        let handle = match watch {
+            Some(w) => w.handle,
+            None => match self.pin_addr(slot) {
+                Ok(addr) => PinnedHandle::open(self.pin_context(), addr, self.client.proto()),
+                Err(msg) => return self.push_error(msg),
+            },
+        };
+        let durable = if tx.writes {
+            self.note_pinned_write(slot, handle.addr());
+            self.durable_wait()
+        } else {
+            None
+        };
+        self.send_pinned(&handle, batch.freeze(), JobKind::Exec { queued, durable });
+    }
+
+    /// Sends `MULTI … EXEC` (`replies` frames owed) on this client's shared connection to
+    /// the slot's primary; its answer is judged by [`exec_reply`], never redirected or re-sent.
+    async fn exec_shared(&mut self, slot: Option<u16>, batch: Bytes, replies: u32, writes: bool) {
+        let pool = match self.primary_pool(slot) {
+            Ok(p) => p,
+            Err(msg) => return self.push_error(msg),
+        };
+        if writes {
+            self.note_write(&pool);
+        }
+        let tag = self.push_pending(Pending::Pinned);
+        self.modes.shared_execs.push((tag.seq, replies));
+        let req = BackendRequest {
+            raw: batch,
+            asking: false,
+            durable: writes && self.shared.config.cluster.durable_writes,
+            replies,
+            reply: self.reply_to(tag),
+        };
+        pool.send(req, self.id).await;
     }
 
     /// Leaves MULTI and releases any WATCH (DISCARD, RESET).
@@ -217,6 +346,118 @@ impl Session {
         self.modes
             .tx
             .as_ref()
-            .map_or(-1, |t| i64::try_from(t.queued.len()).unwrap_or(i64::MAX))
+            .map_or(-1, |t| i64::try_from(t.count).unwrap_or(i64::MAX))
+    }
+}
+
+/// The client's reply to a `MULTI … EXEC` sent on a shared connection, from the run of
+/// `replies` frames (MULTI's, one per queued command, EXEC's) or the failure. A routing
+/// error while queuing or for EXEC (the slot moved, the node is failing over) means Redis
+/// ran nothing:
+/// it becomes a clear error, and true says the topology should be refreshed; the request is
+/// never re-sent.
+pub(super) fn exec_reply(outcome: Outcome, replies: u32) -> (Bytes, bool) {
+    let run = match outcome {
+        Outcome::Reply(run, _) => run,
+        Outcome::Failed(err) => {
+            let what = if err.retry_safe() {
+                "transaction not run (nothing was executed)"
+            } else {
+                "connection lost during EXEC; the transaction may or may not have been applied"
+            };
+            return (error_frame(&format!("ERR slotway: {what}: {err}")), false);
+        }
+    };
+    let mut scanner = ResponseScanner::new(crate::backend::MAX_REPLY_DEPTH);
+    let mut frames = Vec::with_capacity(2);
+    let mut at = 0;
+    while let Ok(Some(r)) = scanner.scan(&run[at..]) {
+        frames.push((at..at + r.len, r.kind));
+        at += r.len;
+    }
+    // Durable mode puts one error in place of a run it could not confirm.
+    if frames.len() != replies as usize {
+        return (run, false);
+    }
+    // EXEC's own top-level error counts too: a slot moved since queuing makes the node
+    // discard the transaction (errors of the commands are inside EXEC's array).
+    for (range, kind) in &frames {
+        if *kind != ReplyKind::Error {
+            continue;
+        }
+        let frame = &run[range.clone()];
+        match classify_error(frame) {
+            ServerError::Moved { .. }
+            | ServerError::Ask { .. }
+            | ServerError::TryAgain
+            | ServerError::ClusterDown
+            | ServerError::Loading
+            | ServerError::MasterDown
+            | ServerError::ReadOnly => {
+                let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
+                let msg = format!(
+                    "ERR slotway: transaction aborted (nothing was executed): the slot is moving or its node is failing over ({text}); retry"
+                );
+                return (error_frame(&msg), true);
+            }
+            _ => {}
+        }
+    }
+    match frames.last() {
+        Some((range, _)) => (run.slice(range.clone()), false),
+        None => (run, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendError;
+
+    fn reply(run: &'static [u8]) -> Outcome {
+        Outcome::Reply(Bytes::from_static(run), ReplyKind::Other)
+    }
+
+    #[test]
+    fn exec_reply_is_the_last_frame_of_the_run() {
+        let run = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n$1\r\nx\r\n";
+        let (frame, refresh) = exec_reply(reply(run), 4);
+        assert_eq!(&frame[..], b"*2\r\n:1\r\n$1\r\nx\r\n");
+        assert!(!refresh);
+        // Errors inside EXEC's array and EXECABORT are Redis's answer, passed on.
+        let run = b"+OK\r\n-ERR bad\r\n-EXECABORT Transaction discarded\r\n";
+        let (frame, _) = exec_reply(reply(run), 3);
+        assert_eq!(&frame[..], b"-EXECABORT Transaction discarded\r\n");
+    }
+
+    #[test]
+    fn a_routing_error_while_queuing_is_a_clear_error() {
+        let run = b"+OK\r\n-MOVED 12 10.0.0.1:7000\r\n-EXECABORT Transaction discarded\r\n";
+        let (frame, refresh) = exec_reply(reply(run), 3);
+        let text = String::from_utf8_lossy(&frame);
+        assert!(
+            text.starts_with("-ERR slotway: transaction aborted (nothing was executed)"),
+            "{text}"
+        );
+        assert!(text.contains("MOVED 12"), "{text}");
+        assert!(refresh);
+        // EXEC itself redirected: the node discarded the transaction.
+        let run = b"+OK\r\n+QUEUED\r\n-MOVED 12 10.0.0.1:7000\r\n";
+        let (frame, refresh) = exec_reply(reply(run), 3);
+        assert!(String::from_utf8_lossy(&frame).contains("nothing was executed"));
+        assert!(refresh);
+    }
+
+    #[test]
+    fn a_durability_error_or_a_failure_is_passed_on() {
+        let durable = b"-ERR slotway: the write was applied on the primary but only 0 of 2\r\n";
+        let (frame, _) = exec_reply(reply(durable), 3);
+        assert_eq!(&frame[..], &durable[..]);
+        let lost = Outcome::Failed(BackendError::Lost("n:1".into()));
+        let (frame, _) = exec_reply(lost, 3);
+        assert!(String::from_utf8_lossy(&frame).contains("may or may not have been applied"));
+        let unsent = Outcome::Failed(BackendError::NotSent("n:1".into()));
+        let (frame, _) = exec_reply(unsent, 3);
+        assert!(String::from_utf8_lossy(&frame).contains("nothing was executed"));
     }
 }
