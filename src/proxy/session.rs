@@ -426,7 +426,7 @@ impl Session {
                 if let Some(s) = slot {
                     let key = self.keys.first().and_then(|&i| args.get(i));
                     self.metrics
-                        .keyed(s, || key.map_or_else(Bytes::new, |r| raw.slice(r.clone())));
+                        .keyed(s, key.map_or(&[][..], |r| &raw[r.clone()]));
                 }
                 let waiting = Waiting {
                     slot,
