@@ -256,6 +256,9 @@ pub struct CommandsConfig {
     /// Script bodies remembered (least recently used dropped first) to answer `NOSCRIPT` by
     /// loading the script on the node; 0 disables it (default 1024).
     pub script_cache_entries: usize,
+    /// Bytes of script bodies remembered in all; a larger body is not remembered, 0 disables
+    /// the cache (default 64 MiB).
+    pub script_cache_bytes: usize,
 }
 
 /// Logging settings.
@@ -296,6 +299,7 @@ impl Default for CommandsConfig {
             announce_address: String::new(),
             allow_config_set: false,
             script_cache_entries: 1024,
+            script_cache_bytes: 64 << 20,
         }
     }
 }
@@ -700,6 +704,7 @@ mod tests {
         assert!(!cfg.commands.allow_config_set);
         assert_eq!(cfg.commands.announce_address, "");
         assert_eq!(cfg.commands.script_cache_entries, 1024);
+        assert_eq!(cfg.commands.script_cache_bytes, 64 << 20);
         let cfg = Config::load(
             None,
             env(&[
@@ -707,6 +712,7 @@ mod tests {
                 ("SLOTWAY_COMMANDS_ALLOW_CONFIG_SET", "true"),
                 ("SLOTWAY_COMMANDS_ANNOUNCE_ADDRESS", "proxy.example:6379"),
                 ("SLOTWAY_COMMANDS_SCRIPT_CACHE_ENTRIES", "0"),
+                ("SLOTWAY_COMMANDS_SCRIPT_CACHE_BYTES", "1048576"),
             ]),
         )
         .unwrap();
@@ -714,6 +720,7 @@ mod tests {
         assert!(cfg.commands.allow_config_set);
         assert_eq!(cfg.commands.announce_address, "proxy.example:6379");
         assert_eq!(cfg.commands.script_cache_entries, 0);
+        assert_eq!(cfg.commands.script_cache_bytes, 1 << 20);
         for bad in ["nope", ":6379", "host:0", "host:port", "a b:1"] {
             let err =
                 Config::load(None, env(&[("SLOTWAY_COMMANDS_ANNOUNCE_ADDRESS", bad)])).unwrap_err();
