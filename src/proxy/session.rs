@@ -124,6 +124,7 @@ impl Session {
             wbuf: BytesMut::new(),
             keys: Vec::new(),
             pending: VecDeque::new(),
+            queued: 0,
             base_seq: 0,
             tx: None,
             rx: None,
@@ -148,6 +149,10 @@ struct Session {
     /// Scratch for key indices.
     keys: Vec<usize>,
     pending: VecDeque<Pending>,
+    /// Bytes of replies in `pending` not yet moved to `wbuf` (ready ones, and fan-out parts
+    /// waiting for the rest): replies piled up behind a slow request count against the output
+    /// limit together with `wbuf`, as everything queued for a Redis client does.
+    queued: usize,
     /// Sequence number of `pending[0]`.
     base_seq: u64,
     /// The completion channel, created on the first forwarded request so an idle client
@@ -206,11 +211,13 @@ impl Session {
             }
             self.flush()?;
             self.metrics.flush(self.pending.len());
-            if limits::over_output_limit(self.wbuf.len(), output_limit) {
-                // A client that does not read its replies must not make the proxy grow.
+            if limits::over_output_limit(self.wbuf.len() + self.queued, output_limit) {
+                // A client that does not read its replies, or whose replies pile up behind a
+                // slow request, must not make the proxy grow.
                 limits::count_disconnect("output_buffer_limit");
                 tracing::debug!(
                     buffered = self.wbuf.len(),
+                    queued = self.queued,
                     "client over the output buffer limit"
                 );
                 return Ok(Ended::Closed);
@@ -553,6 +560,7 @@ impl Session {
         if self.pending.is_empty() {
             self.wbuf.extend_from_slice(&reply);
         } else {
+            self.queued += reply.len();
             self.push_pending(Pending::Ready(reply));
         }
     }
@@ -632,12 +640,23 @@ impl Session {
     /// Records the final reply of `pending[idx]` (or of one of its parts).
     fn finish(&mut self, idx: usize, part: u32, frame: Bytes) {
         let reply = match &mut self.pending[idx] {
-            Pending::Fanout(f) => match f.complete(part, frame) {
-                Some(merged) => merged,
-                None => return,
-            },
+            Pending::Fanout(f) => {
+                let before = f.held_bytes();
+                let merged = f.complete(part, frame);
+                self.queued = self.queued.saturating_sub(before) + f.held_bytes();
+                match merged {
+                    Some(merged) => merged,
+                    None => return,
+                }
+            }
             _ => frame,
         };
+        self.set_ready(idx, reply);
+    }
+
+    /// Makes `reply` the answer of `pending[idx]`, to be written once those before it are.
+    fn set_ready(&mut self, idx: usize, reply: Bytes) {
+        self.queued += reply.len();
         self.pending[idx] = Pending::Ready(reply);
     }
 
@@ -779,6 +798,7 @@ impl Session {
     fn collect_ready(&mut self) {
         while let Some(Pending::Ready(_)) = self.pending.front() {
             if let Some(Pending::Ready(frame)) = self.pending.pop_front() {
+                self.queued = self.queued.saturating_sub(frame.len());
                 self.metrics.replied(self.base_seq, frame.first().copied());
                 let frame = self.modes.reshape_reply(self.base_seq, frame);
                 self.wbuf.extend_from_slice(&frame);
@@ -838,6 +858,7 @@ impl Session {
         self.rbuf = BytesMut::new();
         self.wbuf = BytesMut::new();
         self.pending = VecDeque::new();
+        self.queued = 0;
         self.keys = Vec::new();
         self.scanner = RequestScanner::new(self.shared.scan_limits);
         self.tx = None;

@@ -232,6 +232,7 @@ impl Session {
         self.closing = true;
         self.rbuf.clear();
         self.pending.clear();
+        self.queued = 0;
         self.wbuf.clear();
     }
 }
