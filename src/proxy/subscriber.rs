@@ -329,7 +329,13 @@ impl Task {
         let id = self.next_id;
         self.next_id += 1;
         let (cmds, rx) = mpsc::unbounded_channel();
-        tokio::spawn(link(conn, id, rx, self.events_tx.clone()));
+        tokio::spawn(link(
+            conn,
+            id,
+            rx,
+            self.events_tx.clone(),
+            self.backlog.clone(),
+        ));
         Some(Link {
             id,
             addr,
@@ -433,6 +439,14 @@ impl Task {
                 }
                 true
             }
+            Event::Overflow => {
+                let _ = self.reply.tx.send(Completion {
+                    tag: OVERFLOW_TAG,
+                    raw: Bytes::new(),
+                    outcome: Outcome::Reply(Bytes::new(), ReplyKind::Push),
+                });
+                false
+            }
             Event::Closed => {
                 if self.global.as_ref().is_some_and(|l| l.id == id) {
                     self.global = None;
@@ -479,15 +493,8 @@ impl Task {
         self.schedule_repair();
     }
 
+    /// Passes a message on; the link counted it in the backlog when it read it.
     fn deliver(&mut self, frame: Bytes) -> bool {
-        if !self.backlog.add(frame.len()) {
-            let _ = self.reply.tx.send(Completion {
-                tag: OVERFLOW_TAG,
-                raw: Bytes::new(),
-                outcome: Outcome::Reply(Bytes::new(), ReplyKind::Push),
-            });
-            return false;
-        }
         self.reply
             .tx
             .send(Completion {
