@@ -221,6 +221,9 @@ pub struct ClientConfig {
     pub max_connections: usize,
     /// Most requests of one client awaiting replies; reading pauses at the cap (default 1024).
     pub max_inflight: usize,
+    /// Bytes of one client's requests awaiting replies past which reading pauses; a single
+    /// larger request is still served. 0 = no limit (default 64 MiB).
+    pub max_inflight_bytes: usize,
     /// Largest bulk string in a request (default 512 MiB, as Redis).
     pub max_bulk_bytes: usize,
     /// Most elements in one request (default 1048576, as Redis).
@@ -343,6 +346,7 @@ impl Default for ClientConfig {
         Self {
             max_connections: 10_000,
             max_inflight: 1024,
+            max_inflight_bytes: 64 << 20,
             max_bulk_bytes: 512 << 20,
             max_multibulk_len: 1 << 20,
             max_inline_bytes: 64 << 10,

@@ -12,6 +12,7 @@
 
 mod client;
 mod idle;
+mod inflight;
 mod modes;
 mod parts;
 mod subscribe;
@@ -125,6 +126,7 @@ impl Session {
             keys: Vec::new(),
             pending: VecDeque::new(),
             queued: 0,
+            requests: inflight::RequestBytes::default(),
             base_seq: 0,
             tx: None,
             rx: None,
@@ -153,6 +155,8 @@ struct Session {
     /// waiting for the rest): replies piled up behind a slow request count against the output
     /// limit together with `wbuf`, as everything queued for a Redis client does.
     queued: usize,
+    /// Bytes of requests not yet answered to the client; reading pauses past the bound.
+    requests: inflight::RequestBytes,
     /// Sequence number of `pending[0]`.
     base_seq: u64,
     /// The completion channel, created on the first forwarded request so an idle client
@@ -195,6 +199,7 @@ impl Session {
         // Grows on first use only: idle clients hold no buffers.
         let mut completions = Vec::new();
         let max_inflight = self.shared.config.client.max_inflight;
+        let max_inflight_bytes = self.shared.config.client.max_inflight_bytes;
         let output_limit = self.shared.config.client.output_buffer_limit_bytes;
         let mut quiet =
             tokio::time::interval_at(Instant::now() + idle::QUIET_PERIOD, idle::QUIET_PERIOD);
@@ -204,7 +209,8 @@ impl Session {
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
         loop {
             self.resume_held().await;
-            if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
+            let full = self.pending.len() >= max_inflight || self.requests.over(max_inflight_bytes);
+            if !self.rbuf.is_empty() && !full {
                 // Requests left buffered when the in-flight cap was hit: the socket will not
                 // signal them again.
                 self.dispatch_all().await;
@@ -225,12 +231,16 @@ impl Session {
             if self.closing && self.pending.is_empty() && self.wbuf.is_empty() {
                 return Ok(Ended::Closed);
             }
-            let can_read = !self.closing
-                && self.pending.len() < max_inflight
-                && self.modes.may_read(self.rbuf.len());
-            let capped = !self.closing && self.pending.len() >= max_inflight;
+            let full = self.pending.len() >= max_inflight || self.requests.over(max_inflight_bytes);
+            let can_read = !self.closing && !full && self.modes.may_read(self.rbuf.len());
+            let capped = !self.closing && full;
             if capped && !self.capped {
                 limits::count_inflight_cap();
+                tracing::debug!(
+                    requests = self.pending.len(),
+                    bytes = self.requests.total(),
+                    "client reading paused at its in-flight cap"
+                );
             }
             self.capped = capped;
             let backlog = if self.write_blocked {
@@ -309,7 +319,12 @@ impl Session {
     /// cap is reached (the rest stays buffered and is read again once replies drain).
     async fn dispatch_all(&mut self) {
         let max_inflight = self.shared.config.client.max_inflight;
-        while !self.closing && self.pending.len() < max_inflight && !self.stalled() {
+        let max_bytes = self.shared.config.client.max_inflight_bytes;
+        while !self.closing
+            && self.pending.len() < max_inflight
+            && !self.requests.over(max_bytes)
+            && !self.stalled()
+        {
             let scanned = match self.scanner.scan(&self.rbuf) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
@@ -375,8 +390,12 @@ impl Session {
         });
         let first_seq = self.base_seq + self.pending.len() as u64;
         let written = self.wbuf.len();
+        let len = raw.len();
         self.route(raw, args).await;
         let after_seq = self.base_seq + self.pending.len() as u64;
+        if after_seq > first_seq {
+            self.requests.add(after_seq, len);
+        }
         let answer = self.wbuf.get(written).copied();
         self.metrics
             .dispatched_one(cmd, first_seq, after_seq, answer);
@@ -803,6 +822,7 @@ impl Session {
                 let frame = self.modes.reshape_reply(self.base_seq, frame);
                 self.wbuf.extend_from_slice(&frame);
                 self.base_seq += 1;
+                self.requests.written(self.base_seq);
             }
         }
     }
@@ -859,6 +879,7 @@ impl Session {
         self.wbuf = BytesMut::new();
         self.pending = VecDeque::new();
         self.queued = 0;
+        self.requests = inflight::RequestBytes::default();
         self.keys = Vec::new();
         self.scanner = RequestScanner::new(self.shared.scan_limits);
         self.tx = None;

@@ -240,6 +240,7 @@ impl Session {
         self.rbuf.clear();
         self.pending.clear();
         self.queued = 0;
+        self.requests = super::inflight::RequestBytes::default();
         self.wbuf.clear();
     }
 }
