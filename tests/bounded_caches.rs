@@ -259,3 +259,56 @@ fn subscriptions_keep_their_own_copy_of_channel_names() {
         b"*3\r\n$7\r\nmessage\r\n$5\r\nchan3\r\n$2\r\nhi\r\n"
     );
 }
+
+#[test]
+fn requests_waiting_behind_a_slow_request_pause_reading_at_the_byte_bound() {
+    const BOUND: usize = 1 << 20;
+    const SETS: usize = 60;
+    let cluster = TestCluster::start_with(3, 0);
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| {
+        c.client.max_inflight_bytes = BOUND;
+    });
+    let slow = "{slow}k";
+    let value = "v".repeat(256 << 10);
+    let mut admin = Raw::connect(proxy.addr());
+    // Warm-up: the connections to the slow shard have carried requests of this size.
+    assert_eq!(admin.text(&["SET", "{slow}w", &value]), "+OK\r\n");
+
+    // 15 MiB of writes to a shard busy with a 2 s script: they cannot be answered before it
+    // ends, so past 1 MiB the proxy must stop reading them rather than hold them all.
+    let mut pipeline = BytesMut::new();
+    command(&mut pipeline, &["EVAL", BUSY, "1", slow, "2000"]);
+    for n in 0..SETS {
+        command(&mut pipeline, &["SET", &format!("{{slow}}v{n}"), &value]);
+    }
+    let mut client = Raw::connect(proxy.addr());
+    let mut writer = client.writer();
+    // The pipeline itself is the test's, not the proxy's.
+    let baseline = live_bytes();
+    let sender = std::thread::spawn(move || writer.write_all(&pipeline).unwrap());
+    let replies = std::thread::spawn(move || {
+        let first = client.read_reply();
+        let rest: Vec<Vec<u8>> = (0..SETS).map(|_| client.read_reply()).collect();
+        (first, rest)
+    });
+    let mut most = 0;
+    // Sampled (not a wait for anything) until the last reply is in.
+    while !replies.is_finished() {
+        most = most.max(live_bytes() - baseline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sender.join().unwrap();
+    let (first, rest) = replies.join().unwrap();
+    assert_eq!(first, b":1\r\n");
+    assert!(
+        rest.iter().all(|r| r == b"+OK\r\n"),
+        "every SET is answered"
+    );
+    eprintln!("heap grew by at most {} KiB", most / 1024);
+    assert!(
+        most < 4 << 20,
+        "the proxy held {} KiB of a client's requests (bound {} KiB)",
+        most / 1024,
+        BOUND / 1024
+    );
+}

@@ -41,6 +41,11 @@ impl Raw {
         self.stream
     }
 
+    /// A second handle on the socket, to write from another thread while this one reads.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the socket")
+    }
+
     /// Sends bytes as they are (a pipeline); read the replies with `read_reply`.
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
