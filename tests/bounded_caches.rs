@@ -132,11 +132,11 @@ fn large_eval_bodies_are_bounded_in_bytes_and_the_slow_log_keeps_copies() {
     );
 }
 
-/// A script that keeps its node busy for `ARGV[1]` milliseconds.
-const BUSY: &str = "local t = redis.call('TIME') \
-    local stop = t[1] * 1000000 + t[2] + ARGV[1] * 1000 \
-    repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop \
-    return 1";
+/// Stops `node` from answering anyone for `ms` milliseconds (`CLIENT PAUSE`): a slow shard
+/// that, unlike a busy script, leaves the CPU to the rest of the test.
+fn pause(node: &mut Raw, ms: u32) {
+    assert_eq!(node.text(&["CLIENT", "PAUSE", &ms.to_string()]), "+OK\r\n");
+}
 
 fn command(out: &mut BytesMut, args: &[&str]) {
     let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
@@ -167,6 +167,7 @@ fn replies_piling_up_behind_a_slow_request_count_against_the_output_limit() {
     });
     // A slow shard and another one.
     let slow = "{slow}k";
+    let mut slow_node = Raw::connect(cluster.primary_for_key(slow));
     let fast = (0..)
         .map(|i| format!("{{fast{i}}}big"))
         .find(|k| cluster.primary_for_key(k) != cluster.primary_for_key(slow))
@@ -176,45 +177,47 @@ fn replies_piling_up_behind_a_slow_request_count_against_the_output_limit() {
     assert_eq!(admin.text(&["SET", &fast, &value]), "+OK\r\n");
     let get_reply = format!("${}\r\n{value}\r\n", value.len());
 
-    // Under the limit: 800 KiB waiting behind a 300 ms script reach the client, round after
-    // round (the count goes down again as replies are written).
+    // Under the limit: 800 KiB waiting behind a GET to a shard paused for a second reach the
+    // client, round after round (the count goes down again as replies are written).
     let mut client = Raw::connect(proxy.addr());
     for _ in 0..3 {
+        pause(&mut slow_node, 1000);
         let mut pipeline = BytesMut::new();
-        command(&mut pipeline, &["EVAL", BUSY, "1", slow, "300"]);
+        command(&mut pipeline, &["GET", slow]);
         for _ in 0..8 {
             command(&mut pipeline, &["GET", &fast]);
         }
         client.send_bytes(&pipeline);
-        assert_eq!(client.read_reply(), b":1\r\n");
+        assert_eq!(client.read_reply(), b"$-1\r\n");
         for _ in 0..8 {
             assert!(client.read_reply() == get_reply.as_bytes());
         }
     }
 
-    // Over it: 3 MiB of GET replies behind a 3 s script. The client is cut off while the
-    // script runs, before the script's reply (the first it is owed) exists.
+    // Over it: 3 MiB of GET replies behind a GET to the paused shard. The client is cut off
+    // before the first reply it is owed exists.
+    pause(&mut slow_node, 4000);
     let mut pipeline = BytesMut::new();
-    command(&mut pipeline, &["EVAL", BUSY, "1", slow, "3000"]);
+    command(&mut pipeline, &["GET", slow]);
     for _ in 0..30 {
         command(&mut pipeline, &["GET", &fast]);
     }
     assert_cut_off_before_any_reply(&proxy, &pipeline, "GETs");
-    // Waits for the script to end (the node answers nothing else meanwhile).
-    assert_eq!(admin.text(&["GET", slow]), "$-1\r\n");
+    assert_eq!(slow_node.text(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
 
     // Parts of a split request count too: an MGET's 2 MiB from the fast shard wait for its
-    // part on the slow shard, itself behind a script.
-    let mut pipeline = BytesMut::new();
-    command(&mut pipeline, &["EVAL", BUSY, "1", slow, "3000"]);
+    // part on the paused one.
+    pause(&mut slow_node, 4000);
     let mut mget = vec!["MGET", slow];
     mget.extend(std::iter::repeat(fast.as_str()).take(20));
+    let mut pipeline = BytesMut::new();
     command(&mut pipeline, &mget);
     assert_cut_off_before_any_reply(&proxy, &pipeline, "MGET");
-    assert_eq!(admin.text(&["GET", slow]), "$-1\r\n");
+    assert_eq!(slow_node.text(&["CLIENT", "UNPAUSE"]), "+OK\r\n");
 
     // The client that stayed within the limit is still served.
     assert!(client.text(&["GET", &fast]).as_bytes() == get_reply.as_bytes());
+    assert_eq!(client.text(&["GET", slow]), "$-1\r\n");
 }
 
 #[test]
@@ -269,20 +272,22 @@ fn requests_waiting_behind_a_slow_request_pause_reading_at_the_byte_bound() {
         c.client.max_inflight_bytes = BOUND;
     });
     let slow = "{slow}k";
+    let mut slow_node = Raw::connect(cluster.primary_for_key(slow));
     let value = "v".repeat(256 << 10);
     let mut admin = Raw::connect(proxy.addr());
     // Warm-up: the connections to the slow shard have carried requests of this size.
     assert_eq!(admin.text(&["SET", "{slow}w", &value]), "+OK\r\n");
 
-    // 15 MiB of writes to a shard busy with a 2 s script: they cannot be answered before it
-    // ends, so past 1 MiB the proxy must stop reading them rather than hold them all.
+    // 15 MiB of writes to a shard paused for 2 s: they cannot be answered before it resumes,
+    // so past 1 MiB the proxy must stop reading them rather than hold them all.
     let mut pipeline = BytesMut::new();
-    command(&mut pipeline, &["EVAL", BUSY, "1", slow, "2000"]);
+    command(&mut pipeline, &["GET", slow]);
     for n in 0..SETS {
         command(&mut pipeline, &["SET", &format!("{{slow}}v{n}"), &value]);
     }
     let mut client = Raw::connect(proxy.addr());
     let mut writer = client.writer();
+    pause(&mut slow_node, 2000);
     // The pipeline itself is the test's, not the proxy's.
     let baseline = live_bytes();
     let sender = std::thread::spawn(move || writer.write_all(&pipeline).unwrap());
@@ -299,7 +304,7 @@ fn requests_waiting_behind_a_slow_request_pause_reading_at_the_byte_bound() {
     }
     sender.join().unwrap();
     let (first, rest) = replies.join().unwrap();
-    assert_eq!(first, b":1\r\n");
+    assert_eq!(first, b"$-1\r\n");
     assert!(
         rest.iter().all(|r| r == b"+OK\r\n"),
         "every SET is answered"
