@@ -70,7 +70,7 @@ enum Op {
     Remove(Kind, Vec<Bytes>),
 }
 
-/// Bytes delivered to the session but not yet written to the client, and the limit on them.
+/// Message bytes read from the nodes but not yet written to the client, and the limit on them.
 #[derive(Debug)]
 pub struct Backlog {
     bytes: AtomicUsize,
