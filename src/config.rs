@@ -241,6 +241,9 @@ pub struct ClientConfig {
     pub max_connections: usize,
     /// Most requests of one client awaiting replies; reading pauses at the cap (default 1024).
     pub max_inflight: usize,
+    /// Bytes of one client's requests awaiting replies past which reading pauses; a single
+    /// larger request is still served. 0 = no limit (default 64 MiB).
+    pub max_inflight_bytes: usize,
     /// Largest bulk string in a request (default 512 MiB, as Redis).
     pub max_bulk_bytes: usize,
     /// Most elements in one request (default 1048576, as Redis).
@@ -282,6 +285,9 @@ pub struct CommandsConfig {
     /// Script bodies remembered (least recently used dropped first) to answer `NOSCRIPT` by
     /// loading the script on the node; 0 disables it (default 1024).
     pub script_cache_entries: usize,
+    /// Bytes of script bodies remembered in all; a larger body is not remembered, 0 disables
+    /// the cache (default 64 MiB).
+    pub script_cache_bytes: usize,
 }
 
 /// Logging settings.
@@ -322,6 +328,7 @@ impl Default for CommandsConfig {
             announce_address: String::new(),
             allow_config_set: false,
             script_cache_entries: 1024,
+            script_cache_bytes: 64 << 20,
         }
     }
 }
@@ -367,6 +374,7 @@ impl Default for ClientConfig {
         Self {
             max_connections: 10_000,
             max_inflight: 1024,
+            max_inflight_bytes: 64 << 20,
             max_bulk_bytes: 512 << 20,
             max_multibulk_len: 1 << 20,
             max_inline_bytes: 64 << 10,
@@ -746,6 +754,7 @@ mod tests {
         assert!(!cfg.commands.allow_config_set);
         assert_eq!(cfg.commands.announce_address, "");
         assert_eq!(cfg.commands.script_cache_entries, 1024);
+        assert_eq!(cfg.commands.script_cache_bytes, 64 << 20);
         let cfg = Config::load(
             None,
             env(&[
@@ -753,6 +762,7 @@ mod tests {
                 ("SLOTWAY_COMMANDS_ALLOW_CONFIG_SET", "true"),
                 ("SLOTWAY_COMMANDS_ANNOUNCE_ADDRESS", "proxy.example:6379"),
                 ("SLOTWAY_COMMANDS_SCRIPT_CACHE_ENTRIES", "0"),
+                ("SLOTWAY_COMMANDS_SCRIPT_CACHE_BYTES", "1048576"),
             ]),
         )
         .unwrap();
@@ -760,6 +770,7 @@ mod tests {
         assert!(cfg.commands.allow_config_set);
         assert_eq!(cfg.commands.announce_address, "proxy.example:6379");
         assert_eq!(cfg.commands.script_cache_entries, 0);
+        assert_eq!(cfg.commands.script_cache_bytes, 1 << 20);
         for bad in ["nope", ":6379", "host:0", "host:port", "a b:1"] {
             let err =
                 Config::load(None, env(&[("SLOTWAY_COMMANDS_ANNOUNCE_ADDRESS", bad)])).unwrap_err();

@@ -14,8 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 /// Largest K a config may ask for (`metrics.hot_keys`).
 pub const MAX_K: usize = 100;
 /// Counters the shared sketch keeps: several times the largest K, so the top K are reliable.
@@ -25,7 +23,7 @@ pub const SAMPLE_RATE: u32 = 32;
 /// Counts halve this often.
 pub const DECAY_PERIOD: Duration = Duration::from_secs(60);
 /// Longer keys are counted by their first this-many bytes.
-const MAX_KEY_BYTES: usize = 256;
+pub const MAX_KEY_BYTES: usize = 256;
 
 /// One counted key.
 #[derive(Debug, Clone)]
@@ -187,14 +185,57 @@ fn shared() -> &'static Mutex<Shared> {
     })
 }
 
+/// One session's sampled keys until its next flush, copied (at most [`MAX_KEY_BYTES`] each)
+/// into one buffer reused from batch to batch: a view into the request would keep the
+/// client's whole read buffer alive, and a copy per key would allocate on the request path.
+#[derive(Debug, Default)]
+pub struct Samples {
+    bytes: Vec<u8>,
+    /// Where each key ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Samples {
+    /// Keeps (the counted prefix of) `key`.
+    pub fn push(&mut self, key: &[u8]) {
+        self.bytes
+            .extend_from_slice(&key[..key.len().min(MAX_KEY_BYTES)]);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// True when nothing was sampled since the last clear.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Forgets the keys, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// The keys, in sampling order.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| &self.bytes[a..b])
+    }
+
+    /// The buffer the keys are copied into, to check it is the samples' own.
+    pub fn buffer(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Offers a batch of sampled keys to the process-wide sketch (one lock for the batch).
-pub fn offer_sampled(keys: &[Bytes]) {
+pub fn offer_sampled(keys: &Samples) {
     if keys.is_empty() {
         return;
     }
     let mut s = shared().lock().unwrap_or_else(PoisonError::into_inner);
     s.decay_if_due(Instant::now());
-    for k in keys {
+    for k in keys.keys() {
         s.sketch.offer(k, u64::from(SAMPLE_RATE));
     }
 }
@@ -322,6 +363,25 @@ mod tests {
         s.offer(&long, 1);
         assert_eq!(s.top(1)[0].count, 2);
         assert_eq!(s.top(1)[0].key.len(), MAX_KEY_BYTES);
+    }
+
+    #[test]
+    fn samples_are_copied_and_capped() {
+        let mut samples = Samples::default();
+        let request = bytes::Bytes::from(vec![b'k'; 4096]);
+        samples.push(&request[..10]);
+        samples.push(&request);
+        samples.push(b"");
+        let keys: Vec<&[u8]> = samples.keys().collect();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[0], &request[..10]);
+        assert_eq!(keys[1].len(), MAX_KEY_BYTES);
+        assert!(keys[2].is_empty());
+        let (kept, whole) = (samples.buffer().as_ptr_range(), request.as_ptr_range());
+        assert!(kept.end <= whole.start || kept.start >= whole.end);
+        assert!(request.is_unique());
+        samples.clear();
+        assert!(samples.is_empty() && samples.keys().next().is_none());
     }
 
     #[test]

@@ -65,6 +65,9 @@ impl SlowLog {
     }
 
     /// Adds the command whose raw request is `raw` with argument ranges `args`.
+    ///
+    /// What is kept is copied: a slice of `raw` would keep the client's whole read buffer
+    /// alive (the request may be megabytes) for as long as the entry stays in the ring.
     pub fn record(&self, raw: &Bytes, args: &[Range<usize>], elapsed: Duration, client: String) {
         let mut kept: Vec<Bytes> = args
             .iter()
@@ -103,6 +106,16 @@ impl SlowLog {
     /// True when no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes of arguments and client addresses the entries hold (at most about 5 KiB per
+    /// entry: 32 arguments of 128 bytes plus their "more bytes" notes).
+    pub fn held_bytes(&self) -> usize {
+        self.lock()
+            .entries
+            .iter()
+            .map(|e| e.client.len() + e.args.iter().map(Bytes::len).sum::<usize>())
+            .sum()
     }
 
     /// The newest `count` entries, newest first.
@@ -179,10 +192,12 @@ fn parse_count(arg: Option<&[u8]>) -> Option<usize> {
     }
 }
 
-fn shorten(raw: &Bytes, r: Range<usize>) -> Bytes {
+/// An argument as the slow log keeps it: a copy of at most [`MAX_ARG_BYTES`], never a view
+/// into the request.
+fn shorten(raw: &[u8], r: Range<usize>) -> Bytes {
     let len = r.len();
     if len <= MAX_ARG_BYTES {
-        return raw.slice(r);
+        return Bytes::copy_from_slice(&raw[r]);
     }
     let mut s = raw[r.start..r.start + MAX_ARG_BYTES].to_vec();
     s.extend_from_slice(format!("... ({} more bytes)", len - MAX_ARG_BYTES).as_bytes());
@@ -261,6 +276,31 @@ mod tests {
         assert_eq!(e.args.len(), MAX_ARGS);
         assert_eq!(e.args[1].len(), 128 + "... (72 more bytes)".len());
         assert_eq!(e.args[31], Bytes::from_static(b"... (11 more arguments)"));
+    }
+
+    #[test]
+    fn entries_do_not_share_the_request_buffer() {
+        let l = SlowLog::new(0, 4);
+        let big = "b".repeat(4096);
+        let (raw, ranges) = request(&["EVAL", &big, "0", "k"]);
+        l.record(&raw, &ranges, Duration::from_micros(1), "c:1".into());
+        let whole = raw.as_ptr_range();
+        let e = &l.get(1)[0];
+        assert_eq!(e.args.len(), 4);
+        for a in &e.args {
+            let kept = a.as_ptr_range();
+            assert!(
+                kept.end <= whole.start || kept.start >= whole.end,
+                "{:?} points into the request",
+                String::from_utf8_lossy(&a[..a.len().min(16)])
+            );
+        }
+        // The request is the only owner of its buffer again.
+        assert!(raw.is_unique());
+        let held = l.held_bytes();
+        assert!(held < 400, "{held} bytes held for one entry");
+        l.reset();
+        assert_eq!(l.held_bytes(), 0);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::proxy::TestProxy;
+use common::raw::read_all;
 use slotway::config::Config;
 
 /// A client doing SET/GET in a loop for the whole test; `finish` fails the test if any failed.
@@ -96,23 +97,6 @@ fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
-}
-
-/// Reads until the peer closes or `quiet` passes without data; returns (bytes, closed).
-fn read_all(s: &mut TcpStream, quiet: Duration) -> (Vec<u8>, bool) {
-    s.set_read_timeout(Some(quiet)).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return (out, true),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return (out, false)
-            }
-            Err(_) => return (out, true),
-        }
-    }
 }
 
 /// Sends `req` and reads exactly the reply bytes expected (the connection stays open).

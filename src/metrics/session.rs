@@ -12,13 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::commands::{CommandId, CommandIndex};
 use super::global::global;
 use super::shard;
 use super::slots;
-use crate::hotkeys::{self, Sampler};
+use crate::hotkeys::{self, Sampler, Samples};
 
 /// Longest command name the one-entry lookup cache holds.
 const CACHED_NAME: usize = 16;
@@ -66,7 +64,7 @@ pub struct SessionMetrics {
     /// Requests answered by the proxy in this read batch, timed when the batch is dispatched.
     answered: Vec<(CommandId, bool)>,
     sampler: Sampler,
-    sampled: Vec<Bytes>,
+    sampled: Samples,
     bytes_in: u64,
     bytes_out: u64,
     inflight: usize,
@@ -92,7 +90,7 @@ impl SessionMetrics {
             tracked: VecDeque::new(),
             answered: Vec::new(),
             sampler: Sampler::default(),
-            sampled: Vec::new(),
+            sampled: Samples::default(),
             bytes_in: 0,
             bytes_out: 0,
             inflight: 0,
@@ -161,15 +159,16 @@ impl SessionMetrics {
         id
     }
 
-    /// A request for `slot` whose first key is `key()`: counts the slot, samples the key.
+    /// A request for `slot` whose first key is `key`: counts the slot, samples the key (a
+    /// copy: the request's buffer is not kept).
     #[inline]
-    pub fn keyed(&mut self, slot: u16, key: impl FnOnce() -> Bytes) {
+    pub fn keyed(&mut self, slot: u16, key: &[u8]) {
         if !self.enabled {
             return;
         }
         slots::count_slot(slot);
         if self.hot_keys && self.sampler.sample() {
-            self.sampled.push(key());
+            self.sampled.push(key);
         }
     }
 
@@ -414,6 +413,31 @@ mod tests {
         assert!(m.dirty.is_empty());
         assert_eq!(m.counts[usize::from(get.0)], [0, 0]);
     }
+
+    #[test]
+    fn sampled_keys_do_not_keep_the_request() {
+        let mut m = SessionMetrics::new(true, true);
+        let request = bytes::Bytes::from(format!(
+            "*2\r\n$3\r\nGET\r\n$600\r\n{}\r\n",
+            "k".repeat(600)
+        ));
+        let key = &request[17..617];
+        // Sampling is random (about one in 32): offer until one is kept.
+        for _ in 0..100_000 {
+            m.keyed(7, key);
+            if !m.sampled.is_empty() {
+                break;
+            }
+        }
+        let kept: Vec<&[u8]> = m.sampled.keys().collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0], &key[..crate::hotkeys::MAX_KEY_BYTES]);
+        let (ours, theirs) = (m.sampled.buffer().as_ptr_range(), request.as_ptr_range());
+        assert!(ours.end <= theirs.start || ours.start >= theirs.end);
+        assert!(request.is_unique());
+        m.flush(0);
+        assert!(m.sampled.is_empty());
+    }
 }
 
 /// The recording work of the request path, timed in a loop: what one pipelined batch of 16
@@ -434,7 +458,7 @@ mod cost {
         let table = CommandTable::builtin();
         let canonical = |name: &[u8]| table.lookup(name).map(|spec| spec.name.clone());
         let names: [&[u8]; 2] = [b"SET", b"GET"];
-        let raw = Bytes::from_static(b"key:000000012345");
+        let raw: &[u8] = b"key:000000012345";
         let backend = crate::metrics::backend_histogram("127.0.0.1:1");
         let mut m = SessionMetrics::new(true, true);
         let mut seq = 0;
@@ -446,7 +470,7 @@ mod cost {
             let start = m.batch_start;
             for i in 0..BATCH {
                 let id = m.command(name, canonical);
-                m.keyed(((round * BATCH + i) % 16384) as u16, || raw.clone());
+                m.keyed(((round * BATCH + i) % 16384) as u16, raw);
                 m.dispatched_one(id, seq + i, seq + i + 1, None);
             }
             m.dispatched();

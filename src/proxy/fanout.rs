@@ -484,6 +484,8 @@ pub struct Fanout {
     parts: Vec<(Waiting, Option<Bytes>)>,
     /// Parts still in flight.
     left: usize,
+    /// Bytes of the part replies held until the merge.
+    held: usize,
     reduce: Reduce,
     /// Parts sent to one node as one request, by group index (`Tag::GROUP`): each part's
     /// number and the length of its bytes in the group's request. Emptied when answered.
@@ -514,6 +516,7 @@ impl Fanout {
             Self {
                 parts: states,
                 left,
+                held: 0,
                 reduce,
                 groups: Vec::new(),
             },
@@ -550,9 +553,15 @@ impl Fanout {
         if slot.is_some() {
             return None;
         }
+        self.held += frame.len();
         *slot = Some(frame);
         self.left -= 1;
         (self.left == 0).then(|| self.merged())
+    }
+
+    /// Bytes of part replies waiting for the rest (counted against the client's output limit).
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     fn merged(&mut self) -> Bytes {
@@ -561,6 +570,7 @@ impl Fanout {
             .iter_mut()
             .filter_map(|(_, r)| r.take())
             .collect();
+        self.held = 0;
         merge(&self.reduce, &replies)
     }
 }

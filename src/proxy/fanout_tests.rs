@@ -75,7 +75,7 @@ fn wire(args: &[&str]) -> Bytes {
 fn run(fan: Fan, config: &Config, args: &[&str], keys: &[usize]) -> Result<Planned, String> {
     let router = router();
     let table = router.table();
-    let scripts = ScriptCache::new(8);
+    let scripts = ScriptCache::new(8, 1 << 20);
     let ctx = Ctx {
         table: table.as_ref().unwrap(),
         config,

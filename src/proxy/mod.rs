@@ -161,7 +161,10 @@ impl Proxy {
                 max_multibulk_len: config.client.max_multibulk_len,
                 max_inline_len: config.client.max_inline_bytes,
             },
-            scripts: scripts::ScriptCache::new(config.commands.script_cache_entries),
+            scripts: scripts::ScriptCache::new(
+                config.commands.script_cache_entries,
+                config.commands.script_cache_bytes,
+            ),
             config,
             router,
             security,

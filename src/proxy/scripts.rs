@@ -3,9 +3,13 @@
 //! answered by loading the script on the cluster's primaries and sending the `EVALSHA` again,
 //! instead of reaching the client.
 //!
-//! Bodies are remembered from `EVAL`/`EVAL_RO` and `SCRIPT LOAD` passing through, in a bounded
-//! least-recently-used map (`commands.script_cache_entries`). `SCRIPT FLUSH` through the proxy
-//! empties it, so a flushed script stays flushed as it would on one Redis server.
+//! Bodies are remembered from `EVAL`/`EVAL_RO` and `SCRIPT LOAD` passing through, in a
+//! least-recently-used map bounded both in scripts (`commands.script_cache_entries`) and in
+//! bytes (`commands.script_cache_bytes`): bodies are client input of up to 512 MiB each, so a
+//! count alone bounds nothing. A body larger than the byte bound is not remembered (its
+//! `EVALSHA` then gets `NOSCRIPT` after a failover, as it would without the proxy).
+//! `SCRIPT FLUSH` through the proxy empties it, so a flushed script stays flushed as it would
+//! on one Redis server.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +27,7 @@ use crate::protocol::{encode, RequestKind, RequestScanner, ScanLimits};
 #[derive(Debug)]
 pub struct ScriptCache {
     capacity: usize,
+    max_bytes: usize,
     inner: Mutex<Lru>,
 }
 
@@ -33,6 +38,8 @@ struct Lru {
     /// last use → sha, oldest first.
     by_use: BTreeMap<u64, String>,
     clock: u64,
+    /// Bytes of the bodies held.
+    bytes: usize,
 }
 
 impl Lru {
@@ -45,13 +52,26 @@ impl Lru {
         self.by_use.insert(clock, sha.to_string());
         Some(body.clone())
     }
+
+    /// Drops the least recently used script; false when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        let Some((_, oldest)) = self.by_use.pop_first() else {
+            return false;
+        };
+        if let Some((body, _)) = self.entries.remove(&oldest) {
+            self.bytes -= body.len();
+        }
+        true
+    }
 }
 
 impl ScriptCache {
-    /// A cache holding at most `capacity` scripts (0: remember nothing).
-    pub fn new(capacity: usize) -> Self {
+    /// A cache holding at most `capacity` scripts of `max_bytes` in all (either 0: remember
+    /// nothing).
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             capacity,
+            max_bytes,
             inner: Mutex::new(Lru::default()),
         }
     }
@@ -60,9 +80,9 @@ impl ScriptCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Remembers a script body under its SHA-1.
+    /// Remembers a script body under its SHA-1 (a copy: the request's buffer is not kept).
     pub fn remember(&self, body: &[u8]) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || body.len() > self.max_bytes {
             return;
         }
         let sha = sha1::hex(body);
@@ -70,14 +90,14 @@ impl ScriptCache {
         if lru.touch(&sha).is_some() {
             return;
         }
-        while lru.entries.len() >= self.capacity {
-            let Some((_, oldest)) = lru.by_use.pop_first() else {
+        while lru.entries.len() >= self.capacity || lru.bytes + body.len() > self.max_bytes {
+            if !lru.evict_oldest() {
                 break;
-            };
-            lru.entries.remove(&oldest);
+            }
         }
         let clock = lru.clock;
         lru.by_use.insert(clock, sha.clone());
+        lru.bytes += body.len();
         lru.entries
             .insert(sha, (Bytes::copy_from_slice(body), clock));
     }
@@ -93,6 +113,12 @@ impl ScriptCache {
         let mut lru = self.lock();
         lru.entries.clear();
         lru.by_use.clear();
+        lru.bytes = 0;
+    }
+
+    /// Bytes of the script bodies remembered.
+    pub fn held_bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Scripts remembered.
@@ -166,7 +192,7 @@ mod tests {
 
     #[test]
     fn lru_bounds_and_order() {
-        let cache = ScriptCache::new(2);
+        let cache = ScriptCache::new(2, 1 << 20);
         cache.remember(b"return 1");
         cache.remember(b"return 2");
         let one = sha1::hex(b"return 1");
@@ -185,14 +211,60 @@ mod tests {
 
     #[test]
     fn disabled_cache_remembers_nothing() {
-        let cache = ScriptCache::new(0);
+        let cache = ScriptCache::new(0, 1 << 20);
+        cache.remember(b"return 1");
+        assert!(cache.is_empty());
+        let cache = ScriptCache::new(8, 0);
         cache.remember(b"return 1");
         assert!(cache.is_empty());
     }
 
+    /// A body of `len` bytes, distinct per `n`.
+    fn body(n: usize, len: usize) -> Vec<u8> {
+        let mut b = format!("return {n} --").into_bytes();
+        b.resize(len, b'x');
+        b
+    }
+
+    #[test]
+    fn bytes_bound_evicts_least_recently_used() {
+        let cache = ScriptCache::new(100, 1000);
+        for n in 0..3 {
+            cache.remember(&body(n, 300));
+        }
+        assert_eq!((cache.len(), cache.held_bytes()), (3, 900));
+        // Script 0 used again: script 1 is the oldest, and goes to make room.
+        assert!(cache.get(sha1::hex(&body(0, 300)).as_bytes()).is_some());
+        cache.remember(&body(3, 300));
+        assert_eq!((cache.len(), cache.held_bytes()), (3, 900));
+        assert!(cache.get(sha1::hex(&body(1, 300)).as_bytes()).is_none());
+        assert!(cache.get(sha1::hex(&body(0, 300)).as_bytes()).is_some());
+        // One body needing most of the bound pushes out all but what still fits.
+        cache.remember(&body(4, 800));
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.held_bytes(), 800);
+        for n in 10..100 {
+            cache.remember(&body(n, 150));
+            assert!(cache.held_bytes() <= 1000, "{}", cache.held_bytes());
+        }
+        cache.clear();
+        assert_eq!((cache.len(), cache.held_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn oversize_body_is_not_cached_and_evicts_nothing() {
+        let cache = ScriptCache::new(100, 1000);
+        cache.remember(&body(0, 500));
+        cache.remember(&body(1, 1001));
+        assert_eq!((cache.len(), cache.held_bytes()), (1, 500));
+        assert!(cache.get(sha1::hex(&body(1, 1001)).as_bytes()).is_none());
+        cache.remember(&body(2, 1000));
+        assert_eq!((cache.len(), cache.held_bytes()), (1, 1000));
+    }
+
     #[test]
     fn evalsha_body_lookup() {
-        let cache = ScriptCache::new(4);
+        let cache = ScriptCache::new(4, 1 << 20);
         cache.remember(b"return 1");
         let sha = sha1::hex(b"return 1");
         let mut raw = BytesMut::new();

@@ -12,6 +12,7 @@
 
 mod client;
 mod idle;
+mod inflight;
 mod modes;
 mod parts;
 mod recovery;
@@ -129,6 +130,8 @@ impl Session {
             wbuf: BytesMut::new(),
             keys: Vec::new(),
             pending: VecDeque::new(),
+            queued: 0,
+            requests: inflight::RequestBytes::default(),
             base_seq: 0,
             tx: None,
             rx: None,
@@ -153,6 +156,12 @@ struct Session {
     /// Scratch for key indices.
     keys: Vec<usize>,
     pending: VecDeque<Pending>,
+    /// Bytes of replies in `pending` not yet moved to `wbuf` (ready ones, and fan-out parts
+    /// waiting for the rest): replies piled up behind a slow request count against the output
+    /// limit together with `wbuf`, as everything queued for a Redis client does.
+    queued: usize,
+    /// Bytes of requests not yet answered to the client; reading pauses past the bound.
+    requests: inflight::RequestBytes,
     /// Sequence number of `pending[0]`.
     base_seq: u64,
     /// The completion channel, created on the first forwarded request so an idle client
@@ -195,6 +204,7 @@ impl Session {
         // Grows on first use only: idle clients hold no buffers.
         let mut completions = Vec::new();
         let max_inflight = self.shared.config.client.max_inflight;
+        let max_inflight_bytes = self.shared.config.client.max_inflight_bytes;
         let output_limit = self.shared.config.client.output_buffer_limit_bytes;
         let mut quiet =
             tokio::time::interval_at(Instant::now() + idle::QUIET_PERIOD, idle::QUIET_PERIOD);
@@ -204,18 +214,21 @@ impl Session {
         let mut cancelled = std::pin::pin!(shutdown.cancelled());
         loop {
             self.resume_held().await;
-            if !self.rbuf.is_empty() && self.pending.len() < max_inflight {
+            let full = self.pending.len() >= max_inflight || self.requests.over(max_inflight_bytes);
+            if !self.rbuf.is_empty() && !full {
                 // Requests left buffered when the in-flight cap was hit: the socket will not
                 // signal them again.
                 self.dispatch_all().await;
             }
             self.flush()?;
             self.metrics.flush(self.pending.len());
-            if limits::over_output_limit(self.wbuf.len(), output_limit) {
-                // A client that does not read its replies must not make the proxy grow.
+            if limits::over_output_limit(self.wbuf.len() + self.queued, output_limit) {
+                // A client that does not read its replies, or whose replies pile up behind a
+                // slow request, must not make the proxy grow.
                 limits::count_disconnect("output_buffer_limit");
                 tracing::debug!(
                     buffered = self.wbuf.len(),
+                    queued = self.queued,
                     "client over the output buffer limit"
                 );
                 return Ok(Ended::Closed);
@@ -223,12 +236,16 @@ impl Session {
             if self.closing && self.pending.is_empty() && self.wbuf.is_empty() {
                 return Ok(Ended::Closed);
             }
-            let can_read = !self.closing
-                && self.pending.len() < max_inflight
-                && self.modes.may_read(self.rbuf.len());
-            let capped = !self.closing && self.pending.len() >= max_inflight;
+            let full = self.pending.len() >= max_inflight || self.requests.over(max_inflight_bytes);
+            let can_read = !self.closing && !full && self.modes.may_read(self.rbuf.len());
+            let capped = !self.closing && full;
             if capped && !self.capped {
                 limits::count_inflight_cap();
+                tracing::debug!(
+                    requests = self.pending.len(),
+                    bytes = self.requests.total(),
+                    "client reading paused at its in-flight cap"
+                );
             }
             self.capped = capped;
             let backlog = if self.write_blocked {
@@ -307,7 +324,12 @@ impl Session {
     /// cap is reached (the rest stays buffered and is read again once replies drain).
     async fn dispatch_all(&mut self) {
         let max_inflight = self.shared.config.client.max_inflight;
-        while !self.closing && self.pending.len() < max_inflight && !self.stalled() {
+        let max_bytes = self.shared.config.client.max_inflight_bytes;
+        while !self.closing
+            && self.pending.len() < max_inflight
+            && !self.requests.over(max_bytes)
+            && !self.stalled()
+        {
             let scanned = match self.scanner.scan(&self.rbuf) {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
@@ -373,8 +395,12 @@ impl Session {
         });
         let first_seq = self.base_seq + self.pending.len() as u64;
         let written = self.wbuf.len();
+        let len = raw.len();
         self.route(raw, args).await;
         let after_seq = self.base_seq + self.pending.len() as u64;
+        if after_seq > first_seq {
+            self.requests.add(after_seq, len);
+        }
         let answer = self.wbuf.get(written).copied();
         self.metrics
             .dispatched_one(cmd, first_seq, after_seq, answer);
@@ -436,7 +462,7 @@ impl Session {
                 if let Some(s) = slot {
                     let key = self.keys.first().and_then(|&i| args.get(i));
                     self.metrics
-                        .keyed(s, || key.map_or_else(Bytes::new, |r| raw.slice(r.clone())));
+                        .keyed(s, key.map_or(&[][..], |r| &raw[r.clone()]));
                 }
                 let mut waiting = Waiting::new(slot, readonly);
                 waiting.durable = !readonly && self.shared.config.cluster.durable_writes;
@@ -566,6 +592,7 @@ impl Session {
         if self.pending.is_empty() {
             self.wbuf.extend_from_slice(&reply);
         } else {
+            self.queued += reply.len();
             self.push_pending(Pending::Ready(reply));
         }
     }
@@ -655,12 +682,23 @@ impl Session {
     /// Records the final reply of `pending[idx]` (or of one of its parts).
     fn finish(&mut self, idx: usize, part: u32, frame: Bytes) {
         let reply = match &mut self.pending[idx] {
-            Pending::Fanout(f) => match f.complete(part, frame) {
-                Some(merged) => merged,
-                None => return,
-            },
+            Pending::Fanout(f) => {
+                let before = f.held_bytes();
+                let merged = f.complete(part, frame);
+                self.queued = self.queued.saturating_sub(before) + f.held_bytes();
+                match merged {
+                    Some(merged) => merged,
+                    None => return,
+                }
+            }
             _ => frame,
         };
+        self.set_ready(idx, reply);
+    }
+
+    /// Makes `reply` the answer of `pending[idx]`, to be written once those before it are.
+    fn set_ready(&mut self, idx: usize, reply: Bytes) {
+        self.queued += reply.len();
         self.pending[idx] = Pending::Ready(reply);
     }
 
@@ -697,10 +735,12 @@ impl Session {
     fn collect_ready(&mut self) {
         while let Some(Pending::Ready(_)) = self.pending.front() {
             if let Some(Pending::Ready(frame)) = self.pending.pop_front() {
+                self.queued = self.queued.saturating_sub(frame.len());
                 self.metrics.replied(self.base_seq, frame.first().copied());
                 let frame = self.modes.reshape_reply(self.base_seq, frame);
                 self.wbuf.extend_from_slice(&frame);
                 self.base_seq += 1;
+                self.requests.written(self.base_seq);
             }
         }
     }
@@ -756,6 +796,8 @@ impl Session {
         self.rbuf = BytesMut::new();
         self.wbuf = BytesMut::new();
         self.pending = VecDeque::new();
+        self.queued = 0;
+        self.requests = inflight::RequestBytes::default();
         self.keys = Vec::new();
         self.scanner = RequestScanner::new(self.shared.scan_limits);
         self.tx = None;

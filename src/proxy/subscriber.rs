@@ -75,7 +75,7 @@ enum Op {
     Remove(Kind, Vec<Bytes>),
 }
 
-/// Bytes delivered to the session but not yet written to the client, and the limit on them.
+/// Message bytes read from the nodes but not yet written to the client, and the limit on them.
 #[derive(Debug)]
 pub struct Backlog {
     bytes: AtomicUsize,
@@ -344,7 +344,13 @@ impl Task {
         let id = self.next_id;
         self.next_id += 1;
         let (cmds, rx) = mpsc::unbounded_channel();
-        tokio::spawn(link(conn, id, rx, self.events_tx.clone()));
+        tokio::spawn(link(
+            conn,
+            id,
+            rx,
+            self.events_tx.clone(),
+            self.backlog.clone(),
+        ));
         Ok(Link {
             id,
             addr,
@@ -453,6 +459,14 @@ impl Task {
                 }
                 true
             }
+            Event::Overflow => {
+                let _ = self.reply.tx.send(Completion {
+                    tag: OVERFLOW_TAG,
+                    raw: Bytes::new(),
+                    outcome: Outcome::Reply(Bytes::new(), ReplyKind::Push),
+                });
+                false
+            }
             Event::Closed => {
                 self.lost(id, "the connection to the node was lost");
                 true
@@ -510,15 +524,8 @@ impl Task {
         self.schedule_repair();
     }
 
+    /// Passes a message on; the link counted it in the backlog when it read it.
     fn deliver(&mut self, frame: Bytes) -> bool {
-        if !self.backlog.add(frame.len()) {
-            let _ = self.reply.tx.send(Completion {
-                tag: OVERFLOW_TAG,
-                raw: Bytes::new(),
-                outcome: Outcome::Reply(Bytes::new(), ReplyKind::Push),
-            });
-            return false;
-        }
         self.reply
             .tx
             .send(Completion {

@@ -1,7 +1,7 @@
 //! A bare RESP connection for tests that compare exact reply bytes (error texts, frames the
 //! `redis` crate would reinterpret).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -41,6 +41,11 @@ impl Raw {
         self.stream
     }
 
+    /// A second handle on the socket, to write from another thread while this one reads.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the socket")
+    }
+
     /// Sends bytes as they are (a pipeline); read the replies with `read_reply`.
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
@@ -62,6 +67,23 @@ impl Raw {
             let n = self.stream.read(&mut chunk).expect("read reply");
             assert!(n > 0, "connection closed while waiting for a reply");
             self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Reads until the peer closes or `quiet` passes without data; returns (bytes, closed).
+pub fn read_all(s: &mut TcpStream, quiet: Duration) -> (Vec<u8>, bool) {
+    s.set_read_timeout(Some(quiet)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (out, false)
+            }
+            Err(_) => return (out, true),
         }
     }
 }

@@ -215,7 +215,7 @@ impl Session {
                 Outcome::Failed(e) => error_frame(&format!("ERR slotway: {e}")),
             },
         };
-        self.pending[idx] = Pending::Ready(frame);
+        self.set_ready(idx, frame);
         self.modes.barrier = false;
         None
     }

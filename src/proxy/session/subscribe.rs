@@ -97,7 +97,12 @@ impl Session {
             b"punsubscribe" => (Kind::Pattern, false),
             _ => (Kind::Shard, false),
         };
-        let names: Vec<Bytes> = args[1..].iter().map(|r| raw.slice(r.clone())).collect();
+        // Copies: the names live as long as the subscriptions, and a view into the request
+        // would keep the client's whole read buffer alive with them.
+        let names: Vec<Bytes> = args[1..]
+            .iter()
+            .map(|r| Bytes::copy_from_slice(&raw[r.clone()]))
+            .collect();
         if kind == Kind::Shard && names.windows(2).any(|w| key_slot(&w[0]) != key_slot(&w[1])) {
             return self.push_error("CROSSSLOT Keys in request don't hash to the same slot");
         }
@@ -237,7 +242,9 @@ impl Session {
             return;
         };
         if !state.wants(&frame) {
-            // Sent by the node before it processed an unsubscribe the client already saw.
+            // Sent by the node before it processed an unsubscribe the client already saw;
+            // counted in the backlog when read, so released here.
+            state.task.backlog().ack(frame.len());
             return;
         }
         let frame = if resp3 {
@@ -260,6 +267,8 @@ impl Session {
         self.closing = true;
         self.rbuf.clear();
         self.pending.clear();
+        self.queued = 0;
+        self.requests = super::inflight::RequestBytes::default();
         self.wbuf.clear();
     }
 }

@@ -4,12 +4,13 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::Confirm;
+use super::{Backlog, Confirm};
 use crate::backend::DedicatedConn;
 use crate::protocol::encode;
 
@@ -17,6 +18,8 @@ use crate::protocol::encode;
 pub(super) enum Event {
     /// A frame from the node.
     Frame(Bytes),
+    /// The client's message backlog went past its limit; the link has stopped reading.
+    Overflow,
     /// The connection ended.
     Closed,
 }
@@ -128,11 +131,16 @@ pub(super) fn frame_verb(frame: &[u8]) -> Option<&[u8]> {
 }
 
 /// Runs one subscription connection: writes the commands it is given, forwards every frame.
+///
+/// Messages count against the client's `backlog` here, as they are read, rather than when the
+/// subscriber task passes them on: the queue to the task is unbounded, and the task may be
+/// busy opening another connection while this one keeps reading.
 pub(super) async fn link(
     mut conn: DedicatedConn,
     id: u64,
     mut cmds: mpsc::UnboundedReceiver<Bytes>,
     events: mpsc::UnboundedSender<(u64, Event)>,
+    backlog: Arc<Backlog>,
 ) {
     loop {
         tokio::select! {
@@ -147,6 +155,10 @@ pub(super) async fn link(
             },
             frame = conn.read_frame() => match frame {
                 Ok((frame, _)) => {
+                    if is_message(&frame) && !backlog.add(frame.len()) {
+                        let _ = events.send((id, Event::Overflow));
+                        return;
+                    }
                     if events.send((id, Event::Frame(frame))).is_err() {
                         return;
                     }
