@@ -72,7 +72,8 @@ impl Drop for Slotway {
     }
 }
 
-fn start_local() -> (Slotway, u16) {
+/// The running `slotway local`, its proxy port and its first node's port.
+fn start_local() -> (Slotway, u16, u16) {
     let (base, proxy_port) = free_base_port();
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_slotway"))
@@ -99,7 +100,7 @@ fn start_local() -> (Slotway, u16) {
         .recv_timeout(Duration::from_secs(60))
         .expect("slotway local did not say it was ready");
     assert!(line.contains(&proxy_port.to_string()), "{line}");
-    (child, proxy_port)
+    (child, proxy_port, base)
 }
 
 fn redis_cli(port: u16, args: &[&str]) -> String {
@@ -123,12 +124,20 @@ fn nine_redis_children(pid: u32) -> Vec<u32> {
 
 #[test]
 fn local_serves_clients_and_sigterm_stops_everything() {
-    let (mut slotway, port) = start_local();
+    let (mut slotway, port, base) = start_local();
     assert_eq!(redis_cli(port, &["SET", "hello", "world"]), "OK");
     assert_eq!(redis_cli(port, &["GET", "hello"]), "world");
     // The proxy logs in as the restricted upstream user it provisioned, so the deny list
-    // holds inside scripts too.
-    assert_eq!(redis_cli(port, &["ACL", "WHOAMI"]), "slotway");
+    // holds inside scripts too. ACL WHOAMI through the proxy names the client's own user;
+    // the nodes show which user slotway's own connections use.
+    assert_eq!(redis_cli(port, &["ACL", "WHOAMI"]), "default");
+    let nodes: Vec<String> = (base..base + 9)
+        .map(|p| redis_cli(p, &["CLIENT", "LIST"]))
+        .collect();
+    assert!(
+        nodes.iter().any(|l| l.contains(" user=slotway ")),
+        "no node shows a connection of user slotway: {nodes:?}"
+    );
     for call in ["'CLUSTER','SAVECONFIG'", "'CLUSTER','BUMPEPOCH'"] {
         let script = format!("return redis.call({call})");
         let reply = redis_cli(port, &["EVAL", &script, "0"]);
@@ -155,7 +164,7 @@ fn local_serves_clients_and_sigterm_stops_everything() {
 
 #[test]
 fn local_killed_outright_takes_its_nodes_with_it() {
-    let (mut slotway, _) = start_local();
+    let (mut slotway, _, _) = start_local();
     let kids = nine_redis_children(slotway.0.id());
     slotway.0.kill().unwrap();
     slotway.0.wait().unwrap();
