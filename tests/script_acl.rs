@@ -195,7 +195,15 @@ fn scripts_hold_to_the_users_rules_and_the_deny_list() {
 
     // The deny list inside scripts: even the unrestricted user's script is refused by the
     // upstream ACL user (CONFIG SET and friends are refused by Redis itself: noscript).
-    assert_eq!(admin.call(&["ACL", "WHOAMI"]), "$7\r\nslotway\r\n");
+    // ACL WHOAMI names the client's proxy user; the node shows slotway's own login.
+    assert_eq!(admin.call(&["ACL", "WHOAMI"]), "$5\r\nadmin\r\n");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut common::cluster::direct(
+            &cluster.primary_for_key("secret"),
+        ))
+        .unwrap();
+    assert!(list.contains(" user=slotway "), "{list}");
     for body in [
         "return redis.call('FLUSHALL')",
         "return redis.call('CLUSTER','SAVECONFIG')",
