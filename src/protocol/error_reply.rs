@@ -65,6 +65,12 @@ impl ServerError<'_> {
             Self::CrossSlot | Self::NoScript | Self::Other => RetryAction::NoRetry,
         }
     }
+
+    /// True for the errors of a changing cluster (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, LOADING,
+    /// MASTERDOWN, READONLY): the ones that call for some retry.
+    pub fn is_cluster_change(&self) -> bool {
+        self.action() != RetryAction::NoRetry
+    }
 }
 
 /// Classifies a whole error frame: `-CODE text\r\n`, or a RESP3 blob error `!n\r\n...\r\n`.

@@ -477,10 +477,7 @@ impl Pin {
             | ServerError::ReadOnly => self.ctx.router.request_refresh(),
             _ => return None,
         }
-        let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
-        Some(error_frame(&format!(
-            "ERR slotway: {what}: the slot is moving or its node is failing over ({text}); retry"
-        )))
+        Some(moving_error(what, frame))
     }
 
     /// Leaves the connection clean for the pool, or closes it.
@@ -541,6 +538,17 @@ async fn read_frames(
         kind = k;
     }
     Ok((run.freeze(), kind))
+}
+
+/// The client's error for `what` when the node answered `frame`, an error of a changing
+/// cluster: nothing ran, and the client may retry.
+pub(crate) fn moving_error(what: &str, frame: &[u8]) -> Bytes {
+    let text = String::from_utf8_lossy(frame.get(1..).unwrap_or_default())
+        .trim_end()
+        .to_string();
+    error_frame(&format!(
+        "ERR slotway: {what}: the slot is moving or its node is failing over ({text}); retry"
+    ))
 }
 
 fn answer(reply: &ReplyTo, frame: Bytes) {

@@ -22,7 +22,7 @@ use crate::backend::{BackendRequest, Outcome};
 use crate::cluster::slot::key_slot;
 use crate::command::{CommandFlags, CommandSpec};
 use crate::protocol::encode;
-use crate::protocol::{classify_error, ReplyKind, ResponseScanner, ServerError};
+use crate::protocol::{classify_error, ReplyKind, ResponseScanner};
 use crate::proxy::classify::{Decision, Fan, LocalCmd, TxCmd};
 use crate::proxy::pinned::{JobKind, PinnedHandle};
 
@@ -386,21 +386,9 @@ pub(super) fn exec_reply(outcome: Outcome, replies: u32) -> (Bytes, bool) {
             continue;
         }
         let frame = &run[range.clone()];
-        match classify_error(frame) {
-            ServerError::Moved { .. }
-            | ServerError::Ask { .. }
-            | ServerError::TryAgain
-            | ServerError::ClusterDown
-            | ServerError::Loading
-            | ServerError::MasterDown
-            | ServerError::ReadOnly => {
-                let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
-                let msg = format!(
-                    "ERR slotway: transaction aborted (nothing was executed): the slot is moving or its node is failing over ({text}); retry"
-                );
-                return (error_frame(&msg), true);
-            }
-            _ => {}
+        if classify_error(frame).is_cluster_change() {
+            let what = "transaction aborted (nothing was executed)";
+            return (crate::proxy::pinned::moving_error(what, frame), true);
         }
     }
     match frames.last() {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::link::{command, Link};
 use super::{Kind, Task};
 use crate::backend::{Completion, Outcome, ReplyTo, Tag};
-use crate::protocol::{classify_error, encode, ReplyKind, ServerError};
+use crate::protocol::{classify_error, encode, ReplyKind};
 use crate::proxy::router::Router;
 
 /// The tag of a notice to the session that a subscribe was refused; the completion's `raw`
@@ -198,16 +198,7 @@ pub(super) fn refused_by_node(kind: Kind, frame: &[u8]) -> String {
 
 /// True for MOVED, ASK, TRYAGAIN, CLUSTERDOWN and the other errors of a changing cluster.
 pub(super) fn is_routing_error(frame: &[u8]) -> bool {
-    matches!(
-        classify_error(frame),
-        ServerError::Moved { .. }
-            | ServerError::Ask { .. }
-            | ServerError::TryAgain
-            | ServerError::ClusterDown
-            | ServerError::Loading
-            | ServerError::MasterDown
-            | ServerError::ReadOnly
-    )
+    classify_error(frame).is_cluster_change()
 }
 
 #[cfg(test)]
