@@ -8,6 +8,7 @@ pub mod info;
 pub mod introspect;
 pub mod merge;
 pub mod pinned;
+mod recovery;
 pub mod replication;
 pub mod reshape;
 mod retry;

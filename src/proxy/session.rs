@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{classify_resolved, Decision, LocalCmd};
 use super::emulation::View;
 use super::fanout::Fanout;
+use super::recovery::Waiting;
 use super::retry;
 use super::trust::{self, Verdict, Wrap};
 use super::Shared;
@@ -50,42 +51,6 @@ enum Pending {
     Fanout(Box<Fanout>),
     /// Answered by the session's pinned connection, without redirects or retries.
     Pinned,
-}
-
-/// What a session remembers about a forwarded request, for redirects and retries.
-pub(super) struct Waiting {
-    /// The slot of its keys (None: any primary).
-    pub(super) slot: Option<u16>,
-    /// Safe to re-send after a lost connection.
-    pub(super) readonly: bool,
-    /// MOVED/ASK redirects followed so far.
-    pub(super) redirects: u32,
-    /// Re-sends after transient errors or failures so far.
-    pub(super) attempts: u32,
-    /// A write in durable mode: sent with `WAIT`.
-    pub(super) durable: bool,
-    /// When retrying stops; set at the first retry.
-    pub(super) deadline: Option<Instant>,
-    /// A script sent wrapped in MULTI/EXEC, so its own error replies stay data.
-    pub(super) wrap: Option<Wrap>,
-    /// The next completion is a redirect handed back after a refresh, to judge once more.
-    pub(super) confirming: bool,
-}
-
-impl Waiting {
-    /// A request not yet retried.
-    pub(super) fn new(slot: Option<u16>, readonly: bool) -> Self {
-        Self {
-            slot,
-            readonly,
-            redirects: 0,
-            attempts: 0,
-            durable: false,
-            deadline: None,
-            wrap: None,
-            confirming: false,
-        }
-    }
 }
 
 /// Why a session ended abnormally (logged at debug level: clients come and go).
