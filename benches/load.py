@@ -10,7 +10,11 @@ shows the floor a proxy's own cost sits on. Then a memory run: slotway's RSS wit
 client connections.
 
 Usage: benches/load.py [--reps 3] [--requests 200000] [--idle 10000] [--threads 1] [--twemproxy]
-                       [--binary PATH]
+                       [--binary PATH] [--baseline PATH]
+
+--baseline PATH also runs another slotway build (e.g. the previous commit's release binary) on a
+cluster of its own, interleaved with the others in every repetition, and prints the medians of the
+per-repetition ratios new/baseline: the way to show a change costs nothing beyond noise.
 Needs redis-server and redis-benchmark (tests/install-deps.sh) and a release build
 (`cargo build --release`; --binary overrides target/release/slotway). Every process it starts
 is stopped on exit. Only loopback addresses are used; every run is bounded by -n.
@@ -212,6 +216,34 @@ def print_peer(scenarios, results, peer):
               f"{med(p, 3) / med(d, 4):>8.2f} {med(s, 3):>13.2f} {med(s, 3) / med(d, 4):>8.2f}")
 
 
+def print_versus(scenarios, results, base):
+    """Medians of per-repetition ratios slotway/`base` (same repetition, same machine load)."""
+    print()
+    print(f"slotway vs {base}, medians of per-repetition ratios (>1: slotway higher):")
+    print(f"{'scenario':10} {'req/s':>7} {'p50':>7} {'p99':>7} {'CPU/req':>8} {'redis CPU/req':>13}")
+    for name, _, _ in scenarios:
+        s, b = results[(name, "slotway")], results[(name, base)]
+        ratio = lambda i: statistics.median(x[i] / y[i] if y[i] else 0.0 for x, y in zip(s, b))
+        print(f"{name:10} {ratio(0):>7.3f} {ratio(1):>7.3f} {ratio(2):>7.3f} {ratio(3):>8.3f} "
+              f"{ratio(4):>13.3f}")
+
+
+def start_slotway(binary, tmp, name, threads, idle, procs):
+    """`slotway local --replicas 0` from `binary` on free ports; returns (port, process)."""
+    nodes_base = free_base(3)
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "local", "--replicas", "0", "--base-port", str(nodes_base),
+         "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(tmp, name)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "SLOTWAY_LOG_LEVEL": "warn",
+             "SLOTWAY_RUNTIME_WORKER_THREADS": str(threads),
+             "SLOTWAY_CLIENT_MAX_CONNECTIONS": str(idle + 100)},
+    )
+    procs.append(proc)
+    return port, proc
+
+
 def print_summary(scenarios, results):
     """Medians per scenario: throughput and latency against direct, then every process's CPU.
 
@@ -244,6 +276,7 @@ def main():
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "slotway"))
+    ap.add_argument("--baseline", help="another slotway binary to interleave and compare with")
     ap.add_argument("--only", help="comma-separated scenario names to run (default: all)")
     # The peers in issue 7 were measured as one single-threaded proxy; on this 2-core machine
     # the other core is needed by redis-benchmark and the Redis servers.
@@ -274,24 +307,21 @@ def main():
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
-        nodes_base = free_base(3)
-        direct_port, proxy_port = free_port(), free_port()
+        direct_port = free_port()
         # slotway inherits our raised descriptor limit (needed for the idle run).
-        slotway = subprocess.Popen(
-            [args.binary, "local", "--replicas", "0", "--base-port", str(nodes_base),
-             "--listen", f"127.0.0.1:{proxy_port}", "--data-dir", os.path.join(tmp.name, "cluster")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "SLOTWAY_LOG_LEVEL": "warn",
-                 "SLOTWAY_RUNTIME_WORKER_THREADS": str(args.threads),
-                 "SLOTWAY_CLIENT_MAX_CONNECTIONS": str(args.idle + 100)},
-        )
-        procs.append(slotway)
+        proxy_port, slotway = start_slotway(args.binary, tmp.name, "cluster", args.threads,
+                                            args.idle, procs)
         redis = start_redis(direct_port, os.path.join(tmp.name, "standalone"))
         procs.append(redis)
         # Proxy processes and the servers behind each, by target name.
         targets = [("direct", direct_port, None, [redis]), ("slotway", proxy_port, slotway, None)]
         if args.twemproxy:
             targets.append(start_twemproxy(tmp.name, procs))
+        if args.baseline:
+            base_port, base = start_slotway(args.baseline, tmp.name, "baseline", args.threads,
+                                            args.idle, procs)
+            wait_routing(base_port)
+            targets.append(("baseline", base_port, base, children(base.pid)))
         wait_routing(proxy_port)
         # The cluster's redis-server processes, children of `slotway local`.
         nodes = children(slotway.pid)
@@ -307,7 +337,7 @@ def main():
             for name, test, pipeline in scenarios:
                 for target, port, proxy, servers in targets:
                     proxy_pid = proxy.pid if proxy else None
-                    server_pids = [p.pid for p in servers] if servers else nodes
+                    server_pids = [getattr(p, "pid", p) for p in servers] if servers else nodes
                     cpu0 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
                     srv0, bench0 = group_cpu(server_pids), bench_cpu()
                     rps, p50, p99 = bench(port, test, pipeline, args.requests)
@@ -328,6 +358,8 @@ def main():
         print_summary(scenarios, results)
         if args.twemproxy:
             print_peer(scenarios, results, "twemproxy")
+        if args.baseline:
+            print_versus(scenarios, results, "baseline")
 
         if args.idle > 0:
             before = rss_kib(slotway.pid)
