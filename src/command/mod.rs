@@ -10,11 +10,13 @@ mod flags;
 mod keys;
 mod learn;
 pub mod reference;
+mod request;
 mod spec;
 
 pub use flags::{CommandFlags, KeySpecFlags};
 pub use keys::KeyError;
 pub use learn::CommandError;
+pub use request::Request;
 pub use spec::{BeginSearch, CommandSpec, FindKeys, KeySpec, Merge, Policy};
 
 use std::collections::HashMap;

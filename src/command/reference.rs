@@ -246,7 +246,8 @@ fn classified(table: &CommandTable, spec: &CommandSpec) -> (Group, String) {
         return (Group::Proxy, "security layer".to_owned());
     }
     let (req, args) = minimal_request(spec);
-    let decision = classify(table, &req, &args, &mut Vec::new());
+    let req = bytes::Bytes::from(req);
+    let decision = classify(&super::Request::new(table, &req, &args), &mut Vec::new());
     let text = |s: &str| s.to_owned();
     match decision {
         Decision::Forward { slot: None, .. } | Decision::Eval { slot: None, .. } => {

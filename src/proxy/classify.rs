@@ -8,7 +8,7 @@ use super::emulation::ClusterCmd;
 use super::introspect::Query;
 use super::merge::Combine;
 use crate::cluster::slot::key_slot;
-use crate::command::{CommandFlags, CommandSpec, CommandTable, KeyError, Merge, Policy};
+use crate::command::{CommandFlags, CommandSpec, KeyError, Merge, Policy, Request};
 
 /// A command the proxy answers itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,34 +124,19 @@ pub enum Decision {
     },
 }
 
-/// Classifies the request whose raw bytes are `req` and arguments `args` (never empty).
-/// `keys` is scratch space for key indices, reused across calls to avoid allocation.
-pub fn classify(
-    table: &CommandTable,
-    req: &[u8],
-    args: &[Range<usize>],
-    keys: &mut Vec<usize>,
-) -> Decision {
-    classify_resolved(table.resolve(req, args), req, args, keys)
-}
-
-/// [`classify`] with the request's command already looked up (None: not in the table).
-pub fn classify_resolved(
-    spec: Option<&CommandSpec>,
-    req: &[u8],
-    args: &[Range<usize>],
-    keys: &mut Vec<usize>,
-) -> Decision {
-    let Some(spec) = spec else {
-        return Decision::Error(unknown_command(req, args));
+/// Classifies `req` (arguments never empty). `keys` is scratch space for key indices,
+/// reused across calls to avoid allocation.
+pub fn classify(req: &Request<'_>, keys: &mut Vec<usize>) -> Decision {
+    let Some(spec) = req.spec() else {
+        return Decision::Error(unknown_command(req));
     };
-    if let Err(e) = check_arity(spec, args.len()) {
+    if let Err(e) = check_arity(spec, req.argc()) {
         return Decision::Error(e.to_string());
     }
     match spec.policy {
-        Policy::Keyed => keyed(spec, req, args, keys, None),
+        Policy::Keyed => keyed(spec, req, keys, None),
         // Same-slot multi-key commands go straight through; cross-slot ones are split.
-        Policy::Split(merge) => keyed(spec, req, args, keys, Some(merge)),
+        Policy::Split(merge) => keyed(spec, req, keys, Some(merge)),
         Policy::AnyPrimary => cluster_wide(spec).unwrap_or(Decision::Forward {
             slot: None,
             readonly: readonly(spec),
@@ -163,8 +148,8 @@ pub fn classify_resolved(
             }))
         }
         Policy::Scan => Decision::Fanout(Fan::Scan),
-        Policy::Local => local(spec, req, args),
-        Policy::Transaction => transaction(spec, req, args, keys),
+        Policy::Local => local(spec, req),
+        Policy::Transaction => transaction(spec, req, keys),
         Policy::PubSub => Decision::Subscription,
         _ => unsupported(spec),
     }
@@ -226,16 +211,15 @@ fn readonly(spec: &CommandSpec) -> bool {
 
 fn keyed(
     spec: &CommandSpec,
-    req: &[u8],
-    args: &[Range<usize>],
+    req: &Request<'_>,
     keys: &mut Vec<usize>,
     split: Option<Merge>,
 ) -> Decision {
     keys.clear();
-    if let Err(e) = spec.key_indices(req, args, keys) {
+    if let Err(e) = req.key_indices(spec, keys) {
         return Decision::Error(e.to_string());
     }
-    let slot = match one_slot(req, args, keys) {
+    let slot = match one_slot(req, keys) {
         Ok(slot) => slot,
         Err(cross) => {
             return match split {
@@ -247,7 +231,7 @@ fn keyed(
             }
         }
     };
-    if spec.blocks(req, args) {
+    if req.blocks(spec) {
         // A dedicated connection, so a blocked command never stalls the multiplexed ones.
         // (Checked after the slots so a cross-slot BLMOVE gets CROSSSLOT, as from Redis.)
         return Decision::Blocking { slot };
@@ -264,11 +248,11 @@ fn keyed(
 }
 
 /// The one slot every key in `keys` hashes to, or Redis's CROSSSLOT error.
-fn one_slot(req: &[u8], args: &[Range<usize>], keys: &[usize]) -> Result<Option<u16>, Decision> {
+fn one_slot(req: &Request<'_>, keys: &[usize]) -> Result<Option<u16>, Decision> {
     let mut slot = None;
     for &i in keys.iter() {
-        let Some(range) = args.get(i) else { continue };
-        let s = key_slot(&req[range.clone()]);
+        let Some(key) = req.arg(i) else { continue };
+        let s = key_slot(key);
         match slot {
             None => slot = Some(s),
             Some(prev) if prev != s => {
@@ -282,12 +266,7 @@ fn one_slot(req: &[u8], args: &[Range<usize>], keys: &[usize]) -> Result<Option<
     Ok(slot)
 }
 
-fn transaction(
-    spec: &CommandSpec,
-    req: &[u8],
-    args: &[Range<usize>],
-    keys: &mut Vec<usize>,
-) -> Decision {
+fn transaction(spec: &CommandSpec, req: &Request<'_>, keys: &mut Vec<usize>) -> Decision {
     let cmd = match spec.name.as_str() {
         "multi" => TxCmd::Multi,
         "exec" => TxCmd::Exec,
@@ -295,10 +274,10 @@ fn transaction(
         "unwatch" => TxCmd::Unwatch,
         "watch" => {
             keys.clear();
-            if let Err(e) = spec.key_indices(req, args, keys) {
+            if let Err(e) = req.key_indices(spec, keys) {
                 return Decision::Error(e.to_string());
             }
-            match one_slot(req, args, keys) {
+            match one_slot(req, keys) {
                 Ok(Some(slot)) => TxCmd::Watch { slot },
                 Ok(None) => return unsupported(spec),
                 Err(e) => return e,
@@ -309,10 +288,10 @@ fn transaction(
     Decision::Transaction(cmd)
 }
 
-fn local(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Decision {
+fn local(spec: &CommandSpec, req: &Request<'_>) -> Decision {
     let cluster = |cmd| Decision::Local(LocalCmd::Cluster(cmd));
     match spec.name.as_str() {
-        "ping" => Decision::Local(LocalCmd::Ping((args.len() > 1).then_some(1))),
+        "ping" => Decision::Local(LocalCmd::Ping((req.argc() > 1).then_some(1))),
         "echo" => Decision::Local(LocalCmd::Echo),
         "quit" => Decision::Local(LocalCmd::Quit),
         "select" => Decision::Local(LocalCmd::Select),
@@ -327,7 +306,7 @@ fn local(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Decision {
         // Counted by the slot's owner; a malformed slot goes to any node, whose error is
         // exactly Redis's.
         "cluster|countkeysinslot" | "cluster|getkeysinslot" => Decision::Forward {
-            slot: slot_arg(req, args),
+            slot: slot_arg(req),
             readonly: true,
         },
         "cluster|help" => Decision::Forward {
@@ -336,8 +315,8 @@ fn local(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Decision {
         },
         "cluster" => Decision::Error(format!(
             "ERR unknown subcommand '{}'. Try CLUSTER HELP.",
-            args.get(1)
-                .map(|r| String::from_utf8_lossy(&req[r.clone()]).into_owned())
+            req.arg(1)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
                 .unwrap_or_default()
         )),
         name if name.starts_with("cluster|") => Decision::Error(format!(
@@ -358,8 +337,8 @@ fn local(spec: &CommandSpec, req: &[u8], args: &[Range<usize>]) -> Decision {
 }
 
 /// Argument 2 as a slot number, if it is one.
-fn slot_arg(req: &[u8], args: &[Range<usize>]) -> Option<u16> {
-    let text = std::str::from_utf8(&req[args.get(2)?.clone()]).ok()?;
+fn slot_arg(req: &Request<'_>) -> Option<u16> {
+    let text = std::str::from_utf8(req.arg(2)?).ok()?;
     text.parse::<u16>()
         .ok()
         .filter(|&s| usize::from(s) < crate::cluster::topology::SLOTS)
@@ -370,16 +349,17 @@ fn unsupported(spec: &CommandSpec) -> Decision {
 }
 
 /// Redis's text for a command it does not know, quoting up to 128 bytes of each argument.
-fn unknown_command(req: &[u8], args: &[Range<usize>]) -> String {
+fn unknown_command(req: &Request<'_>) -> String {
     let show = |r: &Range<usize>| {
-        let bytes = &req[r.start..r.end.min(r.start + 128)];
+        let bytes = req.slice(&(r.start..r.end.min(r.start + 128)));
         String::from_utf8_lossy(bytes).into_owned()
     };
+    let args = req.args();
     let mut msg = format!(
         "ERR unknown command '{}', with args beginning with: ",
-        show(&args[0])
+        args.first().map(show).unwrap_or_default()
     );
-    for r in &args[1..] {
+    for r in args.iter().skip(1) {
         if msg.len() > 512 {
             break;
         }

@@ -1,6 +1,9 @@
 //! Unit tests of `classify`: one decision per command family.
 
+use std::ops::Range;
+
 use super::*;
+use crate::command::CommandTable;
 
 fn request(args: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
     let mut raw = Vec::new();
@@ -16,7 +19,11 @@ fn request(args: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
 
 fn decide(args: &[&str]) -> Decision {
     let (raw, ranges) = request(args);
-    classify(&CommandTable::builtin(), &raw, &ranges, &mut Vec::new())
+    let raw = bytes::Bytes::from(raw);
+    classify(
+        &Request::new(&CommandTable::builtin(), &raw, &ranges),
+        &mut Vec::new(),
+    )
 }
 
 #[test]

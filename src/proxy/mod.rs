@@ -4,16 +4,12 @@
 mod classify;
 pub mod emulation;
 mod fanout;
-pub mod info;
-pub mod introspect;
-pub mod merge;
 pub mod pinned;
 mod recovery;
 pub mod replication;
 pub mod reshape;
 mod retry;
 pub mod router;
-pub mod scan;
 pub mod scripts;
 mod session;
 pub mod sha1;
@@ -21,7 +17,9 @@ pub mod subscriber;
 pub mod trust;
 mod upstream_check;
 
-pub use classify::{classify, Decision, Fan, LocalCmd, TxCmd};
+pub(crate) use classify::{classify, Decision, Fan, LocalCmd};
+// The fan-out's parts keep their old paths (`proxy::merge` …) for the code outside it.
+pub(crate) use fanout::{info, introspect, merge};
 pub use session::resting_clients;
 
 use std::net::SocketAddr;

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{classify_resolved, Decision, LocalCmd};
+use super::classify::{classify, Decision, LocalCmd};
 use super::emulation::View;
 use super::fanout::Fanout;
 use super::recovery::Waiting;
@@ -36,6 +36,7 @@ use super::retry;
 use super::trust::{self, Verdict, Wrap};
 use super::Shared;
 use crate::backend::{BackendError, BackendRequest, Completion, NodePool, Outcome, ReplyTo, Tag};
+use crate::command::Request;
 use crate::config::ReadPolicy;
 use crate::metrics::{global as metrics, RetryReason, SessionMetrics};
 use crate::protocol::{encode, inline_to_multibulk, ReplyKind, RequestKind, RequestScanner};
@@ -381,23 +382,17 @@ impl Session {
         let stream = &self.stream;
         let peer = || stream.peer_addr().ok();
         // Looked up once for both the security check and the classification.
-        let spec = commands.resolve(&raw, args);
+        let req = Request::new(&commands, &raw, args);
+        let spec = req.spec();
         if let Some(msg) = self.local_in_tx(spec) {
             return self.refuse_in_tx(&msg);
         }
-        if let Some(reply) = self.shared.security.check_resolved(
-            &mut self.sec,
-            &commands,
-            spec,
-            &raw,
-            args,
-            &mut self.keys,
-            peer,
-        ) {
+        let security = &self.shared.security;
+        if let Some(reply) = security.check(&mut self.sec, &commands, &req, &mut self.keys, peer) {
             // Inside MULTI a refusal flags the transaction, as Redis's `flagTransaction`.
             return self.refuse_reply(reply);
         }
-        let decision = classify_resolved(spec, &raw, args, &mut self.keys);
+        let decision = classify(&req, &mut self.keys);
         let script = spec.is_some_and(|s| trust::is_script(&s.name));
         drop(commands);
         let decision = match decision {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
 
-use crate::command::{CommandFlags, CommandSpec, CommandTable};
+use crate::command::{CommandFlags, CommandSpec, CommandTable, Request};
 use crate::config::{ClusterConfig, Config};
 use crate::protocol::encode;
 use auth::{AuthFailure, Users};
@@ -145,40 +145,24 @@ impl Security {
     /// Vets one request. Returns the reply when the request is answered here (`AUTH`,
     /// `HELLO`, or a refusal); None lets it go on to classification. Unknown commands and
     /// wrong arities also go on, so their errors come first, as in Redis.
-    /// `keys` is scratch space; `peer` names the client in logs of failed attempts.
+    /// `req` must have been resolved in `table`; `keys` is scratch space; `peer` names the
+    /// client in logs of failed attempts.
     pub fn check(
         &self,
         st: &mut ClientState,
         table: &Arc<CommandTable>,
-        req: &[u8],
-        args: &[Range<usize>],
+        req: &Request<'_>,
         keys: &mut Vec<usize>,
         peer: impl FnOnce() -> Option<SocketAddr>,
     ) -> Option<Bytes> {
-        self.check_resolved(st, table, table.resolve(req, args), req, args, keys, peer)
-    }
-
-    /// [`Security::check`] with the request's command already looked up in `table` (the
-    /// session resolves it once for this check and for classification).
-    #[allow(clippy::too_many_arguments)]
-    pub fn check_resolved(
-        &self,
-        st: &mut ClientState,
-        table: &Arc<CommandTable>,
-        spec: Option<&CommandSpec>,
-        req: &[u8],
-        args: &[Range<usize>],
-        keys: &mut Vec<usize>,
-        peer: impl FnOnce() -> Option<SocketAddr>,
-    ) -> Option<Bytes> {
-        let spec = spec?;
-        if !spec.arity_ok(args.len()) {
+        let spec = req.spec()?;
+        if !req.arity_ok() {
             return None;
         }
         if spec.flags.contains(CommandFlags::NO_AUTH) {
             return match spec.name.as_str() {
-                "auth" => Some(self.auth_command(st, req, args, peer)),
-                "hello" => self.hello_command(st, req, args, peer),
+                "auth" => Some(self.auth_command(st, req.raw(), req.args(), peer)),
+                "hello" => self.hello_command(st, req.raw(), req.args(), peer),
                 _ => None,
             };
         }
@@ -209,15 +193,14 @@ impl Security {
         if compiled.no_scripts.get(user) == Some(&true) && compiled.code.contains(spec) {
             return Some(refuse("scripts", scripts::REFUSED));
         }
-        self.check_keys(user, spec, req, args, keys)
+        self.check_keys(user, spec, req, keys)
     }
 
     fn check_keys(
         &self,
         user: usize,
         spec: &CommandSpec,
-        req: &[u8],
-        args: &[Range<usize>],
+        req: &Request<'_>,
         keys: &mut Vec<usize>,
     ) -> Option<Bytes> {
         let user = self.users.all().get(user)?;
@@ -226,11 +209,11 @@ impl Security {
         }
         keys.clear();
         // Malformed key arguments are classification's to report.
-        spec.key_indices(req, args, keys).ok()?;
+        req.key_indices(spec, keys).ok()?;
         let denied = keys
             .iter()
-            .filter_map(|&i| args.get(i))
-            .any(|r| !user.may_access(&req[r.clone()]));
+            .filter_map(|&i| req.arg(i))
+            .any(|key| !user.may_access(key));
         denied.then(|| {
             refuse(
                 "acl",

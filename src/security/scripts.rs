@@ -54,7 +54,7 @@ pub fn allowed(user: &User, all_commands: bool) -> bool {
 mod tests {
     use std::sync::Arc;
 
-    use crate::command::CommandTable;
+    use crate::command::{CommandTable, Request};
     use crate::config::{Config, ScriptAccess, UserConfig};
     use crate::security::{Secret, Security};
 
@@ -74,7 +74,7 @@ mod tests {
         let table = Arc::new(CommandTable::builtin());
         let mut st = sec.client(1);
         let send = |st: &mut _, parts: &[&str]| {
-            let raw: Vec<u8> = parts.concat().into_bytes();
+            let raw = bytes::Bytes::from(parts.concat().into_bytes());
             let mut at = 0;
             let args: Vec<_> = parts
                 .iter()
@@ -83,7 +83,8 @@ mod tests {
                     at - p.len()..at
                 })
                 .collect();
-            sec.check(st, &table, &raw, &args, &mut Vec::new(), || None)
+            let req = Request::new(&table, &raw, &args);
+            sec.check(st, &table, &req, &mut Vec::new(), || None)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
         };
         assert_eq!(
@@ -179,15 +180,10 @@ mod tests {
         let sec = security(Vec::new());
         let table = Arc::new(CommandTable::builtin());
         let mut st = sec.client(1);
-        let raw = b"EVALreturn 10";
-        let reply = sec.check(
-            &mut st,
-            &table,
-            raw,
-            &[0..4, 4..12, 12..13],
-            &mut Vec::new(),
-            || None,
-        );
+        let raw = bytes::Bytes::from_static(b"EVALreturn 10");
+        let args = [0..4, 4..12, 12..13];
+        let req = Request::new(&table, &raw, &args);
+        let reply = sec.check(&mut st, &table, &req, &mut Vec::new(), || None);
         assert_eq!(reply, None);
     }
 }

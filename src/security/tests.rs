@@ -42,15 +42,10 @@ impl Fixture {
     /// The reply text when answered here, None when the request goes on.
     fn send(&mut self, parts: &[&str]) -> Option<String> {
         let (raw, ranges) = request(parts);
+        let raw = bytes::Bytes::from(raw);
+        let req = Request::new(&self.table, &raw, &ranges);
         self.sec
-            .check(
-                &mut self.st,
-                &self.table,
-                &raw,
-                &ranges,
-                &mut Vec::new(),
-                || None,
-            )
+            .check(&mut self.st, &self.table, &req, &mut Vec::new(), || None)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 }

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{error_frame, Pending, Session};
 use crate::backend::{BackendRequest, Completion, NodePool, Outcome, Tag};
+use crate::command::Request;
 use crate::protocol::ReplyKind;
 use crate::proxy::classify::Fan;
 use crate::proxy::fanout::{self, Prepared, WaitArgs};
@@ -24,8 +25,11 @@ struct Batch {
 impl Session {
     /// Plans a fanned-out request, sends its parts, and queues its pending state.
     pub(super) async fn fanout(&mut self, fan: Fan, raw: Bytes, args: &[std::ops::Range<usize>]) {
+        // The session let go of the command table before this await point: planning needs
+        // only the bytes.
+        let req = Request::unresolved(&raw, args);
         if matches!(fan, Fan::Wait) && !self.modes.pinned_writes.is_empty() {
-            match self.offset_wait(&raw, args) {
+            match self.offset_wait(&req) {
                 Some(Ok(wait)) => {
                     let tag = self.push_pending(Pending::Pinned);
                     let reply = self.reply_to(tag);
@@ -46,7 +50,7 @@ impl Session {
             tcp_port,
             resp3: self.client.resp3(),
         };
-        let (state, sends) = match fanout::prepare(fan, &self.shared, &raw, args, &self.keys, at) {
+        let (state, sends) = match fanout::prepare(fan, &self.shared, &req, &self.keys, at) {
             Prepared::Reply(reply) => return self.push_reply(reply),
             Prepared::Send(state, sends) => (state, sends),
         };
@@ -114,13 +118,9 @@ impl Session {
     /// dedicated connections alike), with the timeout capped as for a WAIT on the shared
     /// connections. None for malformed arguments, which a node answers with Redis's error.
     /// A WAITAOF cannot be answered so (ROLE tells nothing of fsyncs): it gets an error.
-    fn offset_wait(
-        &mut self,
-        raw: &[u8],
-        args: &[std::ops::Range<usize>],
-    ) -> Option<Result<OffsetWait, &'static str>> {
+    fn offset_wait(&mut self, req: &Request<'_>) -> Option<Result<OffsetWait, &'static str>> {
         let cap = self.shared.config.backend.command_timeout_ms / 2;
-        let wait = WaitArgs::parse(raw, args, cap)?;
+        let wait = WaitArgs::parse(req, cap)?;
         let &[replicas] = &wait.counts[..] else {
             return Some(Err("ERR slotway: WAITAOF cannot confirm writes this client made on dedicated connections (EXEC after WATCH or from a RESP3 client, blocking commands, RESP3 scripts); use WAIT"));
         };

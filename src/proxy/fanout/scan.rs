@@ -22,12 +22,11 @@
 //! Redis's own guarantee (every key present for the whole iteration is returned) holds for a
 //! full iteration during which the topology did not change.
 
-use std::ops::Range;
-
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::merge::{array_body, elements};
 use crate::cluster::topology::Topology;
+use crate::command::Request;
 use crate::protocol::encode;
 
 /// Bits of the client cursor that carry the shard's own cursor.
@@ -37,7 +36,7 @@ const NODE_MAX: u64 = (1 << NODE_BITS) - 1;
 
 /// The client cursor for "shard whose first slot is `first_slot`, at its cursor
 /// `node_cursor`"; None when the node's cursor does not fit in 50 bits.
-pub fn encode_cursor(first_slot: u16, node_cursor: u64) -> Option<u64> {
+pub(crate) fn encode_cursor(first_slot: u16, node_cursor: u64) -> Option<u64> {
     if node_cursor > NODE_MAX || usize::from(first_slot) >= crate::cluster::topology::SLOTS {
         return None;
     }
@@ -45,34 +44,34 @@ pub fn encode_cursor(first_slot: u16, node_cursor: u64) -> Option<u64> {
 }
 
 /// Splits a client cursor into (slot, node cursor).
-pub fn decode_cursor(cursor: u64) -> (u16, u64) {
+pub(crate) fn decode_cursor(cursor: u64) -> (u16, u64) {
     // The top 14 bits are below 16384 by construction.
     ((cursor >> NODE_BITS) as u16, cursor & NODE_MAX)
 }
 
 /// How the cursor in one shard's reply becomes the client's next cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanStep {
+pub(crate) struct ScanStep {
     /// First slot of the shard scanned by this call.
-    pub first_slot: u16,
+    pub(crate) first_slot: u16,
     /// First slot of the shard to scan after it, if any.
-    pub next_first_slot: Option<u16>,
+    pub(crate) next_first_slot: Option<u16>,
 }
 
 /// One call of a cluster-wide scan: where it goes and what it sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanCall {
+pub(crate) struct ScanCall {
     /// A slot of the target shard (its first), to route by.
-    pub slot: u16,
+    pub(crate) slot: u16,
     /// `SCAN <node cursor> <the client's options>`.
-    pub request: Bytes,
+    pub(crate) request: Bytes,
     /// How to rewrite the reply.
-    pub step: ScanStep,
+    pub(crate) step: ScanStep,
 }
 
 /// What a client's `SCAN` turns into.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanPlan {
+pub(crate) enum ScanPlan {
     /// Scan one shard.
     Call(ScanCall),
     /// No shard is left to scan: reply cursor 0 and no keys.
@@ -80,11 +79,12 @@ pub enum ScanPlan {
 }
 
 /// The reply to a scan call that has nothing left to scan.
-pub const DONE_REPLY: &[u8] = b"*2\r\n$1\r\n0\r\n*0\r\n";
+pub(crate) const DONE_REPLY: &[u8] = b"*2\r\n$1\r\n0\r\n*0\r\n";
 
-/// Plans one `SCAN cursor [options…]` (arguments `args` of `raw`) against the topology `t`.
+/// Plans one `SCAN cursor [options…]` against the topology `t`.
 /// Errors are the client's reply text.
-pub fn plan(t: &Topology, raw: &[u8], args: &[Range<usize>]) -> Result<ScanPlan, String> {
+pub(crate) fn plan(t: &Topology, req: &Request<'_>) -> Result<ScanPlan, String> {
+    let (raw, args) = (req.raw(), req.args());
     let cursor = args
         .get(1)
         .and_then(|r| parse_cursor(&raw[r.clone()]))
@@ -141,7 +141,7 @@ fn parse_cursor(text: &[u8]) -> Option<u64> {
 impl ScanStep {
     /// Rewrites a node's `[cursor, [keys…]]` reply into the client's; None if the reply is not
     /// that shape or the node's cursor does not fit.
-    pub fn rewrite(&self, reply: &[u8]) -> Option<Bytes> {
+    pub(crate) fn rewrite(&self, reply: &[u8]) -> Option<Bytes> {
         let (n, body) = array_body(reply)?;
         if n != 2 {
             return None;
@@ -207,7 +207,8 @@ mod tests {
             ranges.push(raw.len()..raw.len() + a.len());
             raw.extend_from_slice(a.as_bytes());
         }
-        plan(t, &raw, &ranges)
+        let raw = Bytes::from(raw);
+        plan(t, &Request::unresolved(&raw, &ranges))
     }
 
     fn call(p: Result<ScanPlan, String>) -> ScanCall {

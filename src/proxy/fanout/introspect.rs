@@ -15,16 +15,17 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::fanout::{Part, Planned, Target};
 use super::merge::{array_body, elements, integer, Combine, Reduce};
-use super::router::RoutingTable;
+use super::{Part, Planned, Target};
 use crate::cluster::slot::key_slot;
 use crate::cluster::topology::Health;
+use crate::command::Request;
 use crate::protocol::encode;
+use crate::proxy::router::RoutingTable;
 
 /// Which `PUBSUB` introspection subcommand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Query {
+pub(crate) enum Query {
     /// `CHANNELS` / `SHARDCHANNELS [pattern]`: the union over every node.
     Channels,
     /// `NUMPAT`: the sum over every node.
@@ -35,8 +36,9 @@ pub enum Query {
     ShardNumSub,
 }
 
-/// Plans `query` for the request `raw` (argument ranges `args`).
-pub fn plan(query: Query, table: &RoutingTable, raw: &Bytes, args: &[Range<usize>]) -> Planned {
+/// Plans `query` for `req`.
+pub(crate) fn plan(query: Query, table: &RoutingTable, req: &Request<'_>) -> Planned {
+    let (raw, args) = (req.raw(), req.args());
     let every =
         |raw: &Bytes| -> Vec<Part> { live_nodes(table, None).map(|a| part(raw, a)).collect() };
     match query {
@@ -117,7 +119,7 @@ fn shard_numsub(table: &RoutingTable, raw: &[u8], args: &[Range<usize>]) -> Plan
 /// Merges `NUMSUB`-style replies (`[name, count, …]` per part) into `[name, total, …]` for
 /// `names` in the client's order. A channel named twice in one request is counted once per
 /// node, as a single node answers.
-pub fn merge_numsub(names: &[Bytes], parts: &[Bytes]) -> Option<Bytes> {
+pub(crate) fn merge_numsub(names: &[Bytes], parts: &[Bytes]) -> Option<Bytes> {
     let mut totals: HashMap<&[u8], i64> = HashMap::new();
     for p in parts {
         let (n, body) = array_body(p)?;
@@ -145,7 +147,7 @@ pub fn merge_numsub(names: &[Bytes], parts: &[Bytes]) -> Option<Bytes> {
 }
 
 /// The union of array replies, each element once, in the order first seen.
-pub fn union(parts: &[Bytes]) -> Option<Bytes> {
+pub(crate) fn union(parts: &[Bytes]) -> Option<Bytes> {
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut seen: HashSet<&[u8]> = HashSet::new();
     for p in parts {

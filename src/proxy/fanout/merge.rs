@@ -21,7 +21,7 @@ const MAX_DEPTH: usize = 64;
 
 /// How the replies of a cluster-wide command combine (the data-free part of [`Reduce`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Combine {
+pub(crate) enum Combine {
     /// `+OK` when every part answered `+OK`.
     AllOk,
     /// Sum of integer replies.
@@ -60,7 +60,7 @@ impl From<Merge> for Combine {
 
 /// Everything needed to merge one fanned-out request's replies.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reduce {
+pub(crate) enum Reduce {
     /// MGET: entry `i` is the (part, element) holding the value of the client's `i`-th key.
     Values(Vec<(u32, u32)>),
     /// A rule that needs no data beyond the replies.
@@ -74,7 +74,7 @@ pub enum Reduce {
 }
 
 /// Merges `parts` (one reply frame per part, in part order) into the client's reply.
-pub fn merge(rule: &Reduce, parts: &[Bytes]) -> Bytes {
+pub(crate) fn merge(rule: &Reduce, parts: &[Bytes]) -> Bytes {
     if !matches!(rule, Reduce::Combine(Combine::First)) {
         if let Some(err) = parts.iter().find(|p| is_error(p)) {
             return err.clone();
@@ -144,7 +144,7 @@ fn combine(c: Combine, parts: &[Bytes]) -> Option<Bytes> {
 }
 
 /// True for an error reply (`-` simple or `!` blob error).
-pub fn is_error(frame: &[u8]) -> bool {
+pub(crate) fn is_error(frame: &[u8]) -> bool {
     matches!(frame.first(), Some(b'-' | b'!'))
 }
 
@@ -153,7 +153,7 @@ fn is_null(frame: &[u8]) -> bool {
 }
 
 /// The value of an integer reply `:n\r\n`.
-pub fn integer(frame: &[u8]) -> Option<i64> {
+pub(crate) fn integer(frame: &[u8]) -> Option<i64> {
     let body = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
     std::str::from_utf8(body).ok()?.parse().ok()
 }
@@ -165,7 +165,7 @@ fn int_reply(v: i64) -> Bytes {
 }
 
 /// An error reply frame for `msg` (which starts with its code).
-pub fn error_reply(msg: &str) -> Bytes {
+pub(crate) fn error_reply(msg: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(msg.len() + 3);
     encode::error(&mut out, msg);
     out.freeze()
@@ -173,7 +173,7 @@ pub fn error_reply(msg: &str) -> Bytes {
 
 /// Splits an array (`*`) or set (`~`) reply into its element count and the bytes of its
 /// elements; a null array counts as empty.
-pub fn array_body(frame: &[u8]) -> Option<(usize, &[u8])> {
+pub(crate) fn array_body(frame: &[u8]) -> Option<(usize, &[u8])> {
     if frame == b"*-1\r\n" {
         return Some((0, &[]));
     }
@@ -187,7 +187,7 @@ pub fn array_body(frame: &[u8]) -> Option<(usize, &[u8])> {
 }
 
 /// The byte range of each of the `n` elements packed in `body`, which must hold exactly them.
-pub fn elements(body: &[u8], n: usize) -> Option<Vec<Range<usize>>> {
+pub(crate) fn elements(body: &[u8], n: usize) -> Option<Vec<Range<usize>>> {
     let mut out = Vec::with_capacity(n);
     let mut scanner = ResponseScanner::new(MAX_DEPTH);
     let mut at = 0;

@@ -1,181 +1,42 @@
-//! Requests that become several backend requests: planning the parts (per slot for MGET/MSET/
-//! DEL…, per primary or per node for cluster-wide commands, one rewritten request for SCAN and
-//! WAIT), and the pending state that collects their replies until the merge.
-//!
-//! Each part is re-encoded as RESP with `protocol::encode` and carries its own retry state
-//! (the session's [`Waiting`]), so a MOVED, ASK, TRYAGAIN or lost connection on one part is
-//! retried exactly as a single request would be, under the part's own tag.
+//! Planning: what parts one fanned-out request becomes, from the request and the routing
+//! table alone (no pools, no session state), so each family is unit-tested on its own.
 
 use std::net::SocketAddr;
-use std::ops::Range;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::classify::Fan;
 use super::info::{InfoPlan, Sections, NODE_REQUEST};
 use super::introspect;
-use super::merge::{error_reply, merge, Combine, Reduce};
-use super::recovery::Waiting;
-use super::router::RoutingTable;
+use super::merge::{Combine, Reduce};
 use super::scan::{self, ScanPlan, DONE_REPLY};
-use super::scripts::ScriptCache;
-use super::Shared;
-use crate::backend::NodePool;
+use super::{Ctx, Part, Planned, Target};
 use crate::cluster::slot::key_slot;
 use crate::cluster::topology::Health;
-use crate::command::Merge;
-use crate::config::Config;
+use crate::command::{Merge, Request};
 use crate::protocol::encode;
-
-/// Where a part goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// The primary owning this slot (now, and again on a retry).
-    Slot(u16),
-    /// This node and no other: the part is never re-routed.
-    Node(SocketAddr),
-}
-
-/// One backend request of a fanned-out client request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
-    /// The request in wire form.
-    pub raw: Bytes,
-    /// Where it goes.
-    pub target: Target,
-    /// Safe to re-send after a lost connection.
-    pub readonly: bool,
-}
-
-/// What a fanned-out request turns into.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Planned {
-    /// Answered without asking any node.
-    Reply(Bytes),
-    /// Send these parts, then merge their replies.
-    Parts(Vec<Part>, Reduce),
-}
-
-/// What planning needs to know besides the request.
-pub struct Ctx<'a> {
-    /// The routing table in force.
-    pub table: &'a RoutingTable,
-    /// The proxy's settings.
-    pub config: &'a Config,
-    /// Script bodies (SCRIPT LOAD / FLUSH).
-    pub scripts: &'a ScriptCache,
-    /// Primaries this client wrote to since its last WAIT.
-    pub written: &'a [SocketAddr],
-    /// The port this client connected to (INFO).
-    pub tcp_port: u16,
-    /// The client chose RESP3 (replies built here use its types).
-    pub resp3: bool,
-}
-
-/// Facts about the client a plan may need.
-#[derive(Debug, Clone, Copy)]
-pub struct At<'a> {
-    /// Primaries this client wrote to since its last WAIT.
-    pub written: &'a [SocketAddr],
-    /// The port this client connected to (INFO).
-    pub tcp_port: u16,
-    /// The client chose RESP3.
-    pub resp3: bool,
-}
-
-/// One part ready to go.
-pub struct Send {
-    /// The request in wire form.
-    pub raw: Bytes,
-    /// The pool of the node it goes to.
-    pub pool: Arc<NodePool>,
-    /// The part writes (tracked for WAIT).
-    pub write: bool,
-}
-
-/// A fanned-out request ready to send, or the reply it gets instead.
-pub enum Prepared {
-    /// Answer this at once (a local reply, or an error).
-    Reply(Bytes),
-    /// Queue this state and send these parts (part `i` is `sends[i]`).
-    Send(Box<Fanout>, Vec<Send>),
-}
-
-/// Plans `fan` against the current routing table and picks each part's pool.
-pub fn prepare(
-    fan: Fan,
-    shared: &Shared,
-    raw: &Bytes,
-    args: &[Range<usize>],
-    keys: &[usize],
-    at: At<'_>,
-) -> Prepared {
-    let router = &shared.router;
-    let table = router.table();
-    let Some(t) = table.as_ref() else {
-        router.request_refresh();
-        return Prepared::Reply(error_reply(
-            "CLUSTERDOWN slotway has no cluster topology yet (no seed reachable)",
-        ));
-    };
-    let ctx = Ctx {
-        table: t,
-        config: &shared.config,
-        scripts: &shared.scripts,
-        written: at.written,
-        tcp_port: at.tcp_port,
-        resp3: at.resp3,
-    };
-    let (parts, reduce) = match plan(fan, &ctx, raw, args, keys) {
-        Ok(Planned::Parts(parts, reduce)) => (parts, reduce),
-        Ok(Planned::Reply(reply)) => return Prepared::Reply(reply),
-        Err(msg) => return Prepared::Reply(error_reply(&msg)),
-    };
-    if parts.is_empty() {
-        return Prepared::Reply(merge(&reduce, &[]));
-    }
-    let pools: Option<Vec<Arc<NodePool>>> = parts
-        .iter()
-        .map(|p| match p.target {
-            Target::Slot(s) => t.primary_for_slot(s).cloned(),
-            Target::Node(addr) => router.pool_for_addr(addr),
-        })
-        .collect();
-    let Some(pools) = pools else {
-        router.request_refresh();
-        return Prepared::Reply(error_reply("CLUSTERDOWN Hash slot not served"));
-    };
-    let (state, raws) = Fanout::new(parts, reduce);
-    let sends = raws
-        .into_iter()
-        .zip(pools)
-        .map(|((raw, write), pool)| Send { raw, pool, write })
-        .collect();
-    Prepared::Send(Box::new(state), sends)
-}
+use crate::proxy::classify::Fan;
+use crate::proxy::router::RoutingTable;
 
 const CONFIG_SET_DENIED: &str = "ERR slotway: CONFIG SET and CONFIG REWRITE are disabled \
     (set commands.allow_config_set = true to send them to every node)";
 
-/// Plans `fan` for the request `raw` (argument ranges `args`, key indices `keys`).
-/// An error is the client's reply text.
-pub fn plan(
+/// Plans `fan` for `req` (its key indices in `keys`). An error is the client's reply text.
+pub(crate) fn plan(
     fan: Fan,
     ctx: &Ctx<'_>,
-    raw: &Bytes,
-    args: &[Range<usize>],
+    req: &Request<'_>,
     keys: &[usize],
 ) -> Result<Planned, String> {
+    let raw = req.raw();
     match fan {
-        Fan::Split { merge, readonly } => split(merge, readonly, raw, args, keys),
+        Fan::Split { merge, readonly } => split(merge, readonly, req, keys),
         Fan::AllPrimaries { combine, readonly } => Ok(Planned::Parts(
             primaries(ctx.table, raw, readonly),
             Reduce::Combine(combine),
         )),
         Fan::ScriptLoad => {
-            if let Some(body) = args.get(2) {
-                ctx.scripts.remember(&raw[body.clone()]);
+            if let Some(body) = req.arg(2) {
+                ctx.scripts.remember(body);
             }
             Ok(Planned::Parts(
                 primaries(ctx.table, raw, false),
@@ -198,7 +59,7 @@ pub fn plan(
                 Reduce::Combine(Combine::AllOk),
             ))
         }
-        Fan::Scan => match scan::plan(&ctx.table.topology, raw, args)? {
+        Fan::Scan => match scan::plan(&ctx.table.topology, req)? {
             ScanPlan::Done => Ok(Planned::Reply(Bytes::from_static(DONE_REPLY))),
             ScanPlan::Call(call) => Ok(Planned::Parts(
                 vec![Part {
@@ -209,9 +70,9 @@ pub fn plan(
                 Reduce::Scan(call.step),
             )),
         },
-        Fan::Wait => Ok(wait(ctx, raw, args)),
-        Fan::Info => Ok(info(ctx, raw, args)),
-        Fan::PubSub(query) => Ok(introspect::plan(query, ctx.table, raw, args)),
+        Fan::Wait => Ok(wait(ctx, req)),
+        Fan::Info => Ok(info(ctx, req)),
+        Fan::PubSub(query) => Ok(introspect::plan(query, ctx.table, req)),
     }
 }
 
@@ -219,10 +80,10 @@ pub fn plan(
 fn split(
     merge: Merge,
     readonly: bool,
-    raw: &[u8],
-    args: &[Range<usize>],
+    req: &Request<'_>,
     keys: &[usize],
 ) -> Result<Planned, String> {
+    let (raw, args) = (req.raw(), req.args());
     // Each key leads a group of `width` arguments (MSET: key and value). Commands whose keys
     // are not evenly spaced to the end cannot be split safely.
     let width = match keys {
@@ -381,18 +242,19 @@ fn all_nodes(table: &RoutingTable, raw: &Bytes) -> Vec<Part> {
 /// the timeout capped at `cap_ms` (0, forever, becomes the cap too: a WAIT holds a shared
 /// connection). None when malformed, which a node answers with Redis's own error.
 #[derive(Debug, PartialEq, Eq)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// WAITAOF rather than WAIT.
-    pub aof: bool,
+    pub(crate) aof: bool,
     /// The counts asked for, in argument order.
-    pub counts: Vec<u64>,
+    pub(crate) counts: Vec<u64>,
     /// The timeout after capping, in milliseconds.
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
 }
 
 impl WaitArgs {
     /// Parses a WAIT or WAITAOF request.
-    pub fn parse(raw: &[u8], args: &[Range<usize>], cap_ms: u64) -> Option<Self> {
+    pub(crate) fn parse(req: &Request<'_>, cap_ms: u64) -> Option<Self> {
+        let (raw, args) = (req.raw(), req.args());
         let aof = raw
             .get(args.first()?.clone())?
             .eq_ignore_ascii_case(b"waitaof");
@@ -415,9 +277,10 @@ impl WaitArgs {
 /// `WAIT` / `WAITAOF` on each primary the client wrote to (on the connection that carried
 /// the writes), the reply being the smallest count (element-wise for WAITAOF). Without writes
 /// every primary is asked. The timeout is capped below the backend command timeout.
-fn wait(ctx: &Ctx<'_>, raw: &Bytes, args: &[Range<usize>]) -> Planned {
+fn wait(ctx: &Ctx<'_>, req: &Request<'_>) -> Planned {
+    let (raw, args) = (req.raw(), req.args());
     let cap = ctx.config.backend.command_timeout_ms / 2;
-    let parsed = WaitArgs::parse(raw, args, cap);
+    let parsed = WaitArgs::parse(req, cap);
     let reduce = match &parsed {
         Some(w) if w.aof => Combine::MinArrays,
         _ => Combine::MinInt,
@@ -458,8 +321,8 @@ fn wait(ctx: &Ctx<'_>, raw: &Bytes, args: &[Range<usize>]) -> Planned {
 }
 
 /// `INFO [section …]`: the proxy's sections; the nodes are asked only for what they know.
-fn info(ctx: &Ctx<'_>, raw: &[u8], args: &[Range<usize>]) -> Planned {
-    let sections = Sections::parse(raw, args);
+fn info(ctx: &Ctx<'_>, req: &Request<'_>) -> Planned {
+    let sections = Sections::parse(req);
     let plan = InfoPlan {
         sections,
         tcp_port: ctx.tcp_port,
@@ -477,104 +340,3 @@ fn info(ctx: &Ctx<'_>, raw: &[u8], args: &[Range<usize>]) -> Planned {
     }
     Planned::Parts(parts, Reduce::Info(plan))
 }
-
-/// A fanned-out request waiting for its parts.
-pub struct Fanout {
-    /// Per part: its retry state while in flight, its reply once in.
-    parts: Vec<(Waiting, Option<Bytes>)>,
-    /// Parts still in flight.
-    left: usize,
-    /// Bytes of the part replies held until the merge.
-    held: usize,
-    reduce: Reduce,
-    /// Parts sent to one node as one request, by group index (`Tag::GROUP`): each part's
-    /// number and the length of its bytes in the group's request. Emptied when answered.
-    groups: Vec<Vec<(u32, usize)>>,
-}
-
-impl Fanout {
-    /// The pending state for `parts`, and the requests to send with whether each writes
-    /// (same order, part = index).
-    pub fn new(parts: Vec<Part>, reduce: Reduce) -> (Self, Vec<(Bytes, bool)>) {
-        let mut states = Vec::with_capacity(parts.len());
-        let mut sends = Vec::with_capacity(parts.len());
-        for p in parts {
-            let slot = match p.target {
-                Target::Slot(s) => Some(s),
-                Target::Node(_) => None,
-            };
-            let mut waiting = Waiting::new(slot, p.readonly);
-            if matches!(p.target, Target::Node(_)) {
-                // Bound to one node: a retry by slot would reach another one.
-                waiting.deadline = Some(tokio::time::Instant::now());
-            }
-            states.push((waiting, None));
-            sends.push((p.raw, !p.readonly));
-        }
-        let left = states.len();
-        (
-            Self {
-                parts: states,
-                left,
-                held: 0,
-                reduce,
-                groups: Vec::new(),
-            },
-            sends,
-        )
-    }
-
-    /// The retry state of `part` while it is still in flight.
-    pub fn waiting(&mut self, part: u32) -> Option<&mut Waiting> {
-        match self.parts.get_mut(part as usize)? {
-            (w, None) => Some(w),
-            (_, Some(_)) => None,
-        }
-    }
-
-    /// Records that `members` (part, request length) were sent together; returns the group's
-    /// index for its tag.
-    pub fn add_group(&mut self, members: Vec<(u32, usize)>) -> u32 {
-        self.groups.push(members);
-        (self.groups.len() - 1) as u32
-    }
-
-    /// The members of group `g`, once: a group is answered by one completion.
-    pub fn take_group(&mut self, g: u32) -> Vec<(u32, usize)> {
-        self.groups
-            .get_mut(g as usize)
-            .map(std::mem::take)
-            .unwrap_or_default()
-    }
-
-    /// Records the final reply of `part`; returns the merged reply once every part is in.
-    pub fn complete(&mut self, part: u32, frame: Bytes) -> Option<Bytes> {
-        let slot = &mut self.parts.get_mut(part as usize)?.1;
-        if slot.is_some() {
-            return None;
-        }
-        self.held += frame.len();
-        *slot = Some(frame);
-        self.left -= 1;
-        (self.left == 0).then(|| self.merged())
-    }
-
-    /// Bytes of part replies waiting for the rest (counted against the client's output limit).
-    pub fn held_bytes(&self) -> usize {
-        self.held
-    }
-
-    fn merged(&mut self) -> Bytes {
-        let replies: Vec<Bytes> = self
-            .parts
-            .iter_mut()
-            .filter_map(|(_, r)| r.take())
-            .collect();
-        self.held = 0;
-        merge(&self.reduce, &replies)
-    }
-}
-
-#[cfg(test)]
-#[path = "fanout_tests.rs"]
-mod tests;

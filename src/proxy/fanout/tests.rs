@@ -1,9 +1,18 @@
+use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
+use super::info::NODE_REQUEST;
+use super::merge::Combine;
 use super::*;
 use crate::backend::{Backends, ConnSettings};
+use crate::cluster::slot::key_slot;
+use crate::cluster::topology::Health;
 use crate::cluster::topology::{Node, Role, Shard, Topology};
 use crate::command::CommandTable;
+use crate::command::Merge;
+use crate::protocol::encode;
 use crate::proxy::router::Router;
 
 /// A router over three shards (listed out of slot order) with one replica each. The addresses
@@ -85,7 +94,7 @@ fn run(fan: Fan, config: &Config, args: &[&str], keys: &[usize]) -> Result<Plann
         resp3: false,
     };
     let (raw, ranges) = request(args);
-    plan(fan, &ctx, &raw, &ranges, keys)
+    plan(fan, &ctx, &Request::unresolved(&raw, &ranges), keys)
 }
 
 fn parts(p: Result<Planned, String>) -> (Vec<Part>, Reduce) {

@@ -1,25 +1,25 @@
 //! `INFO` through the proxy: slotway's own `Server`, `Clients` and `Cluster` sections, plus a
 //! `Keyspace` section summed over every shard's primary (and the Redis version the nodes run).
 
-use std::ops::Range;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::command::Request;
 use crate::protocol::encode;
 
 /// When the proxy started serving.
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
 /// Records the proxy's start time for `uptime_in_seconds` (the first call wins).
-pub fn mark_start() {
+pub(crate) fn mark_start() {
     STARTED.get_or_init(Instant::now);
 }
 
 /// The sections slotway answers (a bit each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Sections(u8);
+pub(crate) struct Sections(u8);
 
 impl Sections {
     const SERVER: u8 = 1;
@@ -30,7 +30,8 @@ impl Sections {
 
     /// The sections `INFO [section …]` asks for; `default`, `all` and `everything` (or none)
     /// mean every section slotway has. Unknown names select nothing, as in Redis.
-    pub fn parse(raw: &[u8], args: &[Range<usize>]) -> Self {
+    pub(crate) fn parse(req: &Request<'_>) -> Self {
+        let (raw, args) = (req.raw(), req.args());
         if args.len() < 2 {
             return Sections(Self::ALL);
         }
@@ -54,38 +55,38 @@ impl Sections {
     }
 
     /// True when the keyspace section is asked for.
-    pub fn has_keyspace(self) -> bool {
+    pub(crate) fn has_keyspace(self) -> bool {
         self.has(Self::KEYSPACE)
     }
 
     /// True when the nodes must be asked (keyspace counts, Redis version).
-    pub fn needs_nodes(self) -> bool {
+    pub(crate) fn needs_nodes(self) -> bool {
         self.has(Self::SERVER) || self.has(Self::KEYSPACE)
     }
 }
 
 /// Proxy-side facts for an `INFO` reply, fixed when the request arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InfoPlan {
+pub(crate) struct InfoPlan {
     /// The sections asked for.
-    pub sections: Sections,
+    pub(crate) sections: Sections,
     /// The port this client connected to.
-    pub tcp_port: u16,
+    pub(crate) tcp_port: u16,
     /// `client.max_connections`.
-    pub maxclients: usize,
+    pub(crate) maxclients: usize,
     /// Whether cluster emulation is on (`cluster_enabled`).
-    pub cluster_enabled: bool,
+    pub(crate) cluster_enabled: bool,
     /// The client chose RESP3: the text is sent as verbatim text, as Redis does.
-    pub resp3: bool,
+    pub(crate) resp3: bool,
 }
 
 /// What every node is asked.
-pub const NODE_REQUEST: &[u8] = b"*3\r\n$4\r\nINFO\r\n$6\r\nserver\r\n$8\r\nkeyspace\r\n";
+pub(crate) const NODE_REQUEST: &[u8] = b"*3\r\n$4\r\nINFO\r\n$6\r\nserver\r\n$8\r\nkeyspace\r\n";
 
 impl InfoPlan {
     /// Renders the reply from the nodes' `INFO server keyspace` replies (none when the
     /// sections asked for need no node).
-    pub fn render(&self, parts: &[Bytes]) -> Bytes {
+    pub(crate) fn render(&self, parts: &[Bytes]) -> Bytes {
         let texts: Vec<&str> = parts.iter().filter_map(|p| bulk_str(p)).collect();
         let mut text = String::new();
         if self.sections.has(Sections::SERVER) {
@@ -219,6 +220,8 @@ impl Keyspace {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Range;
+
     use super::*;
 
     fn args(parts: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
@@ -233,7 +236,8 @@ mod tests {
 
     fn sections(parts: &[&str]) -> Sections {
         let (raw, ranges) = args(parts);
-        Sections::parse(&raw, &ranges)
+        let raw = Bytes::from(raw);
+        Sections::parse(&Request::unresolved(&raw, &ranges))
     }
 
     fn node(text: &str) -> Bytes {
