@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, MAX_REPLY_DEPTH};
 use crate::metrics::histogram::AtomicHistogram;
+use crate::net::{dial, Credentials, DialError, DialOptions, NodeAddr};
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
 use crate::tls::{UpstreamRead, UpstreamStream, UpstreamTls, UpstreamWrite};
 
@@ -52,8 +52,8 @@ pub struct ConnSettings {
     pub queue_depth: usize,
     /// Largest reply accepted.
     pub max_reply_bytes: usize,
-    /// `AUTH` credentials (username may be empty), sent on connect.
-    pub auth: Option<(String, crate::security::Secret)>,
+    /// `AUTH` credentials, sent on connect.
+    pub auth: Option<Credentials>,
     /// Send `READONLY` on connect (replica connections serving reads).
     pub readonly: bool,
     /// Record per-reply latency (`metrics.enabled`).
@@ -65,17 +65,20 @@ pub struct ConnSettings {
 }
 
 impl ConnSettings {
-    /// Appends the configured `AUTH` (username optional) to `buf`; false when none is set.
-    pub fn encode_auth(&self, buf: &mut BytesMut) -> bool {
-        let Some((user, pass)) = &self.auth else {
-            return false;
-        };
-        if user.is_empty() {
-            encode::command(buf, &[b"AUTH", pass.expose().as_bytes()]);
-        } else {
-            encode::command(buf, &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()]);
+    /// How [`dial`] reaches the node: `HELLO <proto>` when set, a final `PING` when `ping`
+    /// (the handshake replies share the command timeout).
+    pub fn dial_options(&self, hello: Option<u8>, ping: bool) -> DialOptions {
+        DialOptions {
+            connect_timeout: self.connect_timeout,
+            handshake_timeout: self.command_timeout,
+            auth: self.auth.clone(),
+            tls: self.tls.clone(),
+            hello,
+            readonly: self.readonly,
+            client_name: None,
+            lib_info: false,
+            ping,
         }
-        true
     }
 }
 
@@ -377,76 +380,19 @@ fn jitter(d: Duration) -> Duration {
 enum ConnError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("connect timed out")]
-    ConnectTimeout,
     #[error("no reply within the command timeout")]
     ReplyTimeout,
     #[error("node closed the connection")]
     Eof,
     #[error("protocol: {0}")]
     Protocol(String),
-    #[error("handshake refused: {0}")]
-    Handshake(String),
+    #[error(transparent)]
+    Dial(#[from] DialError),
 }
 
 async fn connect(s: &ConnSettings) -> Result<UpstreamStream, ConnError> {
-    let stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(s.addr))
-        .await
-        .map_err(|_| ConnError::ConnectTimeout)??;
-    stream.set_nodelay(true)?;
-    let mut stream =
-        crate::tls::upstream(stream, s.addr, s.tls.as_deref(), s.connect_timeout).await?;
-    let mut hello = BytesMut::new();
-    let mut expected = 0;
-    if s.encode_auth(&mut hello) {
-        expected += 1;
-    }
-    if s.readonly {
-        encode::command(&mut hello, &[b"READONLY"]);
-        expected += 1;
-    }
-    // A node being killed still completes TCP handshakes until its process has finished
-    // exiting; a request written there would end with an unknown outcome. Only a node that
-    // answers is given requests.
-    encode::command(&mut hello, &[b"PING"]);
-    expected += 1;
-    tokio::time::timeout(s.command_timeout, handshake(&mut stream, &hello, expected))
-        .await
-        .map_err(|_| ConnError::ReplyTimeout)??;
-    Ok(stream)
-}
-
-/// Sends the connection's set-up commands and checks that none failed.
-async fn handshake(
-    stream: &mut UpstreamStream,
-    cmds: &[u8],
-    expected: usize,
-) -> Result<(), ConnError> {
-    stream.write_all(cmds).await?;
-    stream.flush().await?;
-    let mut buf = BytesMut::with_capacity(256);
-    let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
-    let mut seen = 0;
-    while seen < expected {
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Err(ConnError::Eof);
-        }
-        while let Some(r) = scanner
-            .scan(&buf)
-            .map_err(|e| ConnError::Protocol(e.to_string()))?
-        {
-            let frame = buf.split_to(r.len);
-            if frame.first() == Some(&b'-') {
-                let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
-                return Err(ConnError::Handshake(text));
-            }
-            seen += 1;
-        }
-        if buf.len() > 64 << 10 {
-            return Err(ConnError::Protocol("oversized handshake reply".into()));
-        }
-    }
-    Ok(())
+    let opts = s.dial_options(None, true);
+    Ok(dial(&NodeAddr::from_socket(s.addr), &opts).await?.stream)
 }
 
 /// Runs writer and reader until the socket fails (Err) or every handle is gone and all replies
