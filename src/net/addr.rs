@@ -295,7 +295,8 @@ mod tests {
     #[test]
     fn refused_forms() {
         use AddrError as E;
-        let cases: &[(&str, fn(String) -> AddrError)] = &[
+        type Variant = fn(String) -> AddrError;
+        let cases: &[(&str, Variant)] = &[
             (":6379", E::EmptyHost),
             ("[]:6379", E::Brackets),
             ("host", E::MissingPort),
