@@ -16,7 +16,7 @@ mod tls;
 pub use access::{AuthConfig, PolicyConfig, ScriptAccess, UserConfig};
 pub use tls::{TlsConfig, UpstreamTlsConfig};
 
-use crate::security::Secret;
+use crate::net::{NodeAddr, Secret};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -540,11 +540,19 @@ impl Config {
         self.tls.validate()?;
         self.upstream_tls.validate()?;
         let announce = &self.commands.announce_address;
-        if !announce.is_empty() && !valid_host_port(announce) {
-            return Err(ConfigError::Invalid {
-                key: "commands.announce_address",
-                reason: format!("expected host:port, got {announce:?}"),
-            });
+        if !announce.is_empty() {
+            announce
+                .parse::<NodeAddr>()
+                .map_err(|e| ConfigError::Invalid {
+                    key: "commands.announce_address",
+                    reason: format!("expected host:port: {e}"),
+                })?;
+        }
+        for seed in &self.seeds {
+            seed.parse::<NodeAddr>().map_err(|e| ConfigError::Invalid {
+                key: "seeds",
+                reason: format!("expected host:port: {e}"),
+            })?;
         }
         if self.metrics.hot_keys > crate::hotkeys::MAX_K {
             return Err(ConfigError::Invalid {
@@ -579,18 +587,6 @@ impl Config {
 }
 
 const ENV_PREFIX: &str = "SLOTWAY_";
-
-/// True for `host:port` with a non-empty host (IPv6 in brackets or bare) and a non-zero port.
-fn valid_host_port(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty()
-                && !host.contains(char::is_whitespace)
-                && port.parse::<u16>().is_ok_and(|p| p > 0)
-        }
-        None => false,
-    }
-}
 
 /// Overlays `top` onto `base`, table by table.
 fn merge(base: &mut toml::Value, top: toml::Value) {
@@ -701,6 +697,10 @@ mod tests {
         assert_eq!(cfg.seeds, vec!["a:1", "b:2"]);
         assert_eq!(cfg.backend.connections_per_node, 4);
         assert_eq!(cfg.admin.listen, "127.0.0.1:9000");
+        for bad in ["a:1, :2", "a:1,b", "a:0"] {
+            let err = Config::load(None, env(&[("SLOTWAY_SEEDS", bad)])).unwrap_err();
+            assert!(err.to_string().contains("seeds"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod hotkeys;
 pub mod local;
 pub mod metrics;
+pub mod net;
 pub mod protocol;
 pub mod proxy;
 pub mod security;

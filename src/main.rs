@@ -32,7 +32,7 @@ struct RunArgs {
     listen: Option<String>,
     /// Seed nodes, comma-separated host:port (overrides `seeds`).
     #[arg(long, value_delimiter = ',')]
-    seeds: Vec<String>,
+    seeds: Vec<slotway::net::NodeAddr>,
     /// Admin HTTP address for /metrics, /healthz, /readyz, /cluster (overrides `admin.listen`;
     /// a bare port binds 127.0.0.1). With `status`: the admin endpoint to ask.
     #[arg(long, global = true)]
@@ -128,7 +128,7 @@ fn main() -> Result<()> {
         config.listen = listen.clone();
     }
     if !cli.run.seeds.is_empty() {
-        config.seeds = cli.run.seeds.clone();
+        config.seeds = cli.run.seeds.iter().map(ToString::to_string).collect();
     }
     if let Some(admin) = &cli.run.admin {
         config.admin.listen = admin.clone();

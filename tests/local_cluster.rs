@@ -19,7 +19,7 @@ use slotway::local::{
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-fn client(addr: impl std::net::ToSocketAddrs) -> NodeClient {
+fn client(addr: impl std::fmt::Display) -> NodeClient {
     NodeClient::connect(addr, TIMEOUT).expect("connect")
 }
 

@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::durable::DurableWait;
 use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, MAX_REPLY_DEPTH};
 use crate::metrics::histogram::AtomicHistogram;
-use crate::protocol::{encode, ReplyKind, ResponseScanner};
+use crate::net::{dial, Credentials, DialError, DialOptions, NodeAddr};
+use crate::protocol::{ReplyKind, ResponseScanner};
 use crate::tls::{UpstreamRead, UpstreamStream, UpstreamTls, UpstreamWrite};
 
 /// `ASKING` in wire form, sent before a request redirected by `-ASK`.
@@ -52,8 +53,8 @@ pub struct ConnSettings {
     pub queue_depth: usize,
     /// Largest reply accepted.
     pub max_reply_bytes: usize,
-    /// `AUTH` credentials (username may be empty), sent on connect.
-    pub auth: Option<(String, crate::security::Secret)>,
+    /// `AUTH` credentials, sent on connect.
+    pub auth: Option<Credentials>,
     /// Send `READONLY` on connect (replica connections serving reads).
     pub readonly: bool,
     /// Record per-reply latency (`metrics.enabled`).
@@ -65,96 +66,21 @@ pub struct ConnSettings {
 }
 
 impl ConnSettings {
-    /// Appends the configured `AUTH` (username optional) to `buf`; false when none is set.
-    pub fn encode_auth(&self, buf: &mut BytesMut) -> bool {
-        let Some((user, pass)) = &self.auth else {
-            return false;
-        };
-        if user.is_empty() {
-            encode::command(buf, &[b"AUTH", pass.expose().as_bytes()]);
-        } else {
-            encode::command(buf, &[b"AUTH", user.as_bytes(), pass.expose().as_bytes()]);
-        }
-        true
-    }
-}
-
-/// The `WAIT` that follows each durable write, and what counts as confirmed.
-#[derive(Debug, Clone)]
-pub struct DurableWait {
-    /// `WAIT <replicas> <timeout>` in wire form.
-    pub command: Bytes,
-    /// Replicas that must confirm.
-    pub replicas: i64,
-    /// The timeout, for the client's error message.
-    pub timeout_ms: u64,
-    /// A null reply means nothing was written (a blocking pop that timed out, an EXEC whose
-    /// WATCH fired), so it needs no confirmation.
-    pub null_unwritten: bool,
-}
-
-impl DurableWait {
-    /// A WAIT for `replicas` replicas within `timeout_ms`.
-    pub fn new(replicas: u32, timeout_ms: u64) -> Self {
-        let mut cmd = BytesMut::new();
-        encode::command(
-            &mut cmd,
-            &[
-                b"WAIT",
-                replicas.to_string().as_bytes(),
-                timeout_ms.to_string().as_bytes(),
-            ],
-        );
-        Self {
-            command: cmd.freeze(),
-            replicas: replicas.into(),
-            timeout_ms,
-            null_unwritten: false,
+    /// How [`dial`] reaches the node: `HELLO <proto>` when set, a final `PING` when `ping`
+    /// (the handshake replies share the command timeout).
+    pub fn dial_options(&self, hello: Option<u8>, ping: bool) -> DialOptions {
+        DialOptions {
+            connect_timeout: self.connect_timeout,
+            handshake_timeout: self.command_timeout,
+            auth: self.auth.clone(),
+            tls: self.tls.clone(),
+            hello,
+            readonly: self.readonly,
+            client_name: None,
+            lib_info: false,
+            ping,
         }
     }
-
-    /// The same WAIT, skipped for a null reply (see [`DurableWait::null_unwritten`]).
-    pub fn unless_null(self) -> Self {
-        Self {
-            null_unwritten: true,
-            ..self
-        }
-    }
-
-    /// True when `reply` may stand for a write that replicas must confirm.
-    pub fn needs_confirming(&self, reply: &[u8], kind: ReplyKind) -> bool {
-        let null = matches!(reply, b"$-1\r\n" | b"*-1\r\n" | b"_\r\n");
-        kind != ReplyKind::Error && !(self.null_unwritten && null)
-    }
-
-    /// The reply the client gets: the command's own reply when enough replicas confirmed it
-    /// (or when it failed, so there was nothing to replicate), else an error saying so.
-    pub fn verdict(&self, reply: Bytes, kind: ReplyKind, wait_reply: &[u8]) -> (Bytes, ReplyKind) {
-        if !self.needs_confirming(&reply, kind) {
-            return (reply, kind);
-        }
-        let acked = parse_integer(wait_reply);
-        if acked.is_some_and(|n| n >= self.replicas) {
-            return (reply, kind);
-        }
-        let mut out = BytesMut::new();
-        encode::error(
-            &mut out,
-            &format!(
-                "ERR slotway: the write was applied on the primary but only {} of {} replica(s) confirmed it within {} ms; it may not be durable",
-                acked.map_or_else(|| "an unknown number".to_string(), |n| n.to_string()),
-                self.replicas,
-                self.timeout_ms
-            ),
-        );
-        (out.freeze(), ReplyKind::Error)
-    }
-}
-
-/// The value of an integer reply (`:N\r\n`).
-fn parse_integer(frame: &[u8]) -> Option<i64> {
-    let body = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    std::str::from_utf8(body).ok()?.parse().ok()
 }
 
 /// Handle to one backend connection; cheap to clone.
@@ -377,76 +303,19 @@ fn jitter(d: Duration) -> Duration {
 enum ConnError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("connect timed out")]
-    ConnectTimeout,
     #[error("no reply within the command timeout")]
     ReplyTimeout,
     #[error("node closed the connection")]
     Eof,
     #[error("protocol: {0}")]
     Protocol(String),
-    #[error("handshake refused: {0}")]
-    Handshake(String),
+    #[error(transparent)]
+    Dial(#[from] DialError),
 }
 
 async fn connect(s: &ConnSettings) -> Result<UpstreamStream, ConnError> {
-    let stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(s.addr))
-        .await
-        .map_err(|_| ConnError::ConnectTimeout)??;
-    stream.set_nodelay(true)?;
-    let mut stream =
-        crate::tls::upstream(stream, s.addr, s.tls.as_deref(), s.connect_timeout).await?;
-    let mut hello = BytesMut::new();
-    let mut expected = 0;
-    if s.encode_auth(&mut hello) {
-        expected += 1;
-    }
-    if s.readonly {
-        encode::command(&mut hello, &[b"READONLY"]);
-        expected += 1;
-    }
-    // A node being killed still completes TCP handshakes until its process has finished
-    // exiting; a request written there would end with an unknown outcome. Only a node that
-    // answers is given requests.
-    encode::command(&mut hello, &[b"PING"]);
-    expected += 1;
-    tokio::time::timeout(s.command_timeout, handshake(&mut stream, &hello, expected))
-        .await
-        .map_err(|_| ConnError::ReplyTimeout)??;
-    Ok(stream)
-}
-
-/// Sends the connection's set-up commands and checks that none failed.
-async fn handshake(
-    stream: &mut UpstreamStream,
-    cmds: &[u8],
-    expected: usize,
-) -> Result<(), ConnError> {
-    stream.write_all(cmds).await?;
-    stream.flush().await?;
-    let mut buf = BytesMut::with_capacity(256);
-    let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
-    let mut seen = 0;
-    while seen < expected {
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Err(ConnError::Eof);
-        }
-        while let Some(r) = scanner
-            .scan(&buf)
-            .map_err(|e| ConnError::Protocol(e.to_string()))?
-        {
-            let frame = buf.split_to(r.len);
-            if frame.first() == Some(&b'-') {
-                let text = String::from_utf8_lossy(&frame[1..]).trim_end().to_string();
-                return Err(ConnError::Handshake(text));
-            }
-            seen += 1;
-        }
-        if buf.len() > 64 << 10 {
-            return Err(ConnError::Protocol("oversized handshake reply".into()));
-        }
-    }
-    Ok(())
+    let opts = s.dial_options(None, true);
+    Ok(dial(&NodeAddr::from_socket(s.addr), &opts).await?.stream)
 }
 
 /// Runs writer and reader until the socket fails (Err) or every handle is gone and all replies

@@ -16,10 +16,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ConnSettings, MAX_REPLY_DEPTH};
+use crate::net::{dial, DialError, NodeAddr};
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
 use crate::tls::UpstreamStream;
 
@@ -195,7 +195,7 @@ impl DedicatedPool {
         settings.addr = addr;
         let stream = connect(&settings, proto)
             .await
-            .map_err(|e| DedicatedError::Connect(addr, e))?;
+            .map_err(|e| DedicatedError::Connect(addr, e.to_string()))?;
         Ok(DedicatedConn {
             stream,
             rbuf: BytesMut::new(),
@@ -345,60 +345,12 @@ impl DedicatedConn {
     }
 }
 
-/// Opens the TCP connection and sends `AUTH` and `HELLO 3` as configured.
-async fn connect(s: &ConnSettings, proto: u8) -> Result<UpstreamStream, String> {
-    let stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(s.addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut stream = crate::tls::upstream(stream, s.addr, s.tls.as_deref(), s.connect_timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut hello = BytesMut::new();
-    let mut expected = 0;
-    if s.encode_auth(&mut hello) {
-        expected += 1;
-    }
-    if proto == 3 {
-        encode::command(&mut hello, &[b"HELLO", b"3"]);
-        expected += 1;
-    }
-    if expected == 0 {
-        return Ok(stream);
-    }
-    tokio::time::timeout(s.command_timeout, handshake(&mut stream, &hello, expected))
-        .await
-        .map_err(|_| "handshake timed out".to_string())??;
-    Ok(stream)
-}
-
-async fn handshake(
-    stream: &mut UpstreamStream,
-    cmds: &[u8],
-    expected: usize,
-) -> Result<(), String> {
-    stream.write_all(cmds).await.map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
-    let mut buf = BytesMut::with_capacity(512);
-    let mut scanner = ResponseScanner::new(MAX_REPLY_DEPTH);
-    let mut seen = 0;
-    while seen < expected {
-        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
-            return Err("node closed the connection during the handshake".into());
-        }
-        while let Some(r) = scanner.scan(&buf).map_err(|e| e.to_string())? {
-            let frame = buf.split_to(r.len);
-            if r.kind == ReplyKind::Error {
-                return Err(String::from_utf8_lossy(&frame[1..]).trim_end().to_string());
-            }
-            seen += 1;
-        }
-        if buf.len() > 64 << 10 {
-            return Err("oversized handshake reply".into());
-        }
-    }
-    Ok(())
+/// Dials the node with `AUTH` as configured and `HELLO 3` for a RESP3 client; no READONLY
+/// (a dedicated connection carries exactly what the client sent).
+async fn connect(s: &ConnSettings, proto: u8) -> Result<UpstreamStream, DialError> {
+    let mut opts = s.dial_options((proto == 3).then_some(3), false);
+    opts.readonly = false;
+    Ok(dial(&NodeAddr::from_socket(s.addr), &opts).await?.stream)
 }
 
 #[cfg(test)]

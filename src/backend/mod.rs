@@ -4,10 +4,12 @@
 
 mod conn;
 mod dedicated;
+mod durable;
 mod pool;
 
-pub use conn::{BackendConn, ConnSettings, DurableWait};
+pub use conn::{BackendConn, ConnSettings};
 pub use dedicated::{Budget, Budgets, DedicatedConn, DedicatedError, DedicatedPool};
+pub use durable::DurableWait;
 pub use pool::{Backends, NodePool};
 
 use bytes::Bytes;

@@ -34,7 +34,7 @@ pub enum TopologyError {
         /// The address as given.
         addr: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: String,
     },
     /// A host name did not resolve (DNS down, pod gone).
     #[error("cannot resolve {host:?}: {source}")]
@@ -123,6 +123,55 @@ pub enum TopologyError {
 /// Server error prefixes that describe a passing state of the cluster.
 const TRANSIENT_SERVER_ERRORS: &[&str] =
     &["CLUSTERDOWN", "LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY"];
+
+impl From<crate::net::DialError> for TopologyError {
+    /// Keeps the fetch's own taxonomy (and so [`TopologyError::is_retryable`]) for dial failures.
+    fn from(e: crate::net::DialError) -> Self {
+        use crate::net::{AddrError, DialError as D};
+        match e {
+            D::Resolve(AddrError::Resolve { host, reason }) => TopologyError::Resolve {
+                host,
+                source: Arc::new(io::Error::new(io::ErrorKind::NotFound, reason)),
+            },
+            D::Resolve(e) => TopologyError::BadAddress {
+                addr: String::new(),
+                reason: e.to_string(),
+            },
+            D::Connect { addr, source } => TopologyError::Connect {
+                addr: addr.to_string(),
+                source,
+            },
+            D::ConnectTimeout { addr, after } => TopologyError::Timeout {
+                addr: addr.to_string(),
+                stage: "connect",
+                after,
+            },
+            D::HandshakeTimeout { addr, after } => TopologyError::Timeout {
+                addr: addr.to_string(),
+                stage: "command",
+                after,
+            },
+            D::Tls { addr, source } | D::Lost { addr, source } => TopologyError::Io {
+                addr: addr.to_string(),
+                source,
+            },
+            D::AuthRefused { addr, message } => TopologyError::Auth {
+                addr: addr.to_string(),
+                message,
+            },
+            D::HelloRefused { addr, message } | D::Refused { addr, message, .. } => {
+                TopologyError::Server {
+                    addr: addr.to_string(),
+                    message,
+                }
+            }
+            D::Protocol { addr, reason } => TopologyError::Protocol {
+                addr: addr.to_string(),
+                reason,
+            },
+        }
+    }
+}
 
 impl TopologyError {
     /// True when trying again later (or on another node) may succeed; false for configuration faults,

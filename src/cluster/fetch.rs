@@ -1,9 +1,9 @@
 //! Control-plane connections: ask one node for the cluster layout, or send it one command.
 //!
-//! A tokio socket (TLS with `[upstream_tls]`) and redis-protocol's RESP2 decoder: these run a
+//! A connection made by [`crate::net::dial`] and redis-protocol's RESP2 decoder: these run a
 //! few times a minute, so they favour simplicity over the data path's zero-copy rules.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +11,12 @@ use bytes::{Buf, BytesMut};
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::error::TopologyError;
 use super::parse::{parse_cluster_shards_with, parse_cluster_slots};
 use super::resolve::{resolve, AskedNode};
 use super::topology::Topology;
+use crate::net::{dial, AddrError, Credentials, DialOptions, NodeAddr, NodeStream};
 
 /// A control-plane reply larger than this is refused rather than buffered without bound.
 const MAX_REPLY_BYTES: usize = 64 << 20;
@@ -28,10 +28,8 @@ pub struct FetchOptions {
     pub connect_timeout: Duration,
     /// Budget for each command's reply, AUTH included (default 2 s).
     pub command_timeout: Duration,
-    /// ACL user name; `None` authenticates as the default user.
-    pub username: Option<String>,
-    /// Password; `None` sends no AUTH.
-    pub password: Option<crate::security::Secret>,
+    /// `AUTH` credentials; `None` sends no AUTH.
+    pub auth: Option<Credentials>,
     /// TLS to the nodes (`[upstream_tls]`); `None` = plaintext.
     pub tls: Option<Arc<crate::tls::UpstreamTls>>,
 }
@@ -41,8 +39,7 @@ impl Default for FetchOptions {
         FetchOptions {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
-            username: None,
-            password: None,
+            auth: None,
             tls: None,
         }
     }
@@ -128,38 +125,6 @@ pub async fn call_many(
     Ok(replies)
 }
 
-/// Splits `host:port`; the host may be a bracketed IPv6 literal (`[::1]:6379`).
-pub fn split_host_port(addr: &str) -> Result<(&str, u16), TopologyError> {
-    let bad = |reason| TopologyError::BadAddress {
-        addr: addr.to_owned(),
-        reason,
-    };
-    let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("missing :port"))?;
-    let host = match host.strip_prefix('[') {
-        Some(inner) => inner.strip_suffix(']').ok_or_else(|| bad("unclosed ["))?,
-        None if host.contains(':') => return Err(bad("IPv6 literal must be in brackets")),
-        None => host,
-    };
-    if host.is_empty() {
-        return Err(bad("empty host"));
-    }
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|&p| p != 0)
-        .ok_or_else(|| bad("bad port"))?;
-    Ok((host, port))
-}
-
-/// Formats a host and port the way [`split_host_port`] reads them back.
-pub fn join_host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 fn is_unknown_subcommand(message: &str) -> bool {
     message.to_ascii_lowercase().contains("unknown subcommand")
 }
@@ -183,46 +148,31 @@ struct Connection {
 
 impl Connection {
     async fn open(addr: &str, opts: &FetchOptions) -> Result<Connection, TopologyError> {
-        let (host, port) = split_host_port(addr)?;
-        let stream = connect(addr, host, port, opts.connect_timeout).await?;
-        let peer = stream.peer_addr().map_err(|e| TopologyError::io(addr, e))?;
-        let tls = opts.tls.as_deref();
-        let stream = crate::tls::upstream_to_host(stream, host, tls, opts.connect_timeout)
-            .await
-            .map_err(|e| TopologyError::io(addr, e))?;
-        let mut conn = Connection {
+        let node: NodeAddr = addr
+            .parse()
+            .map_err(|e: AddrError| TopologyError::BadAddress {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let dial_opts = DialOptions {
+            connect_timeout: opts.connect_timeout,
+            handshake_timeout: opts.command_timeout,
+            auth: opts.auth.clone(),
+            tls: opts.tls.clone(),
+            ..DialOptions::default()
+        };
+        let NodeStream { stream, peer } = dial(&node, &dial_opts).await?;
+        Ok(Connection {
             addr: addr.to_owned(),
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
             asked: AskedNode {
-                host: host.to_owned(),
+                host: node.host().to_owned(),
                 ip: peer.ip(),
             },
             peer,
             command_timeout: opts.command_timeout,
-        };
-        if let Some(password) = &opts.password {
-            conn.auth(opts.username.as_deref(), password.expose())
-                .await?;
-        }
-        Ok(conn)
-    }
-
-    async fn auth(&mut self, username: Option<&str>, password: &str) -> Result<(), TopologyError> {
-        let reply = match username {
-            Some(user) => {
-                self.command(&[b"AUTH", user.as_bytes(), password.as_bytes()])
-                    .await?
-            }
-            None => self.command(&[b"AUTH", password.as_bytes()]).await?,
-        };
-        match reply {
-            OwnedFrame::Error(message) => Err(TopologyError::Auth {
-                addr: self.addr.clone(),
-                message,
-            }),
-            _ => Ok(()),
-        }
+        })
     }
 
     async fn cluster_slots(&mut self) -> Result<super::parse::RawTopology, TopologyError> {
@@ -286,56 +236,6 @@ impl Connection {
     }
 }
 
-/// Resolves `host` (unless it is an IP literal) and connects to the first address that accepts.
-async fn connect(
-    addr: &str,
-    host: &str,
-    port: u16,
-    budget: Duration,
-) -> Result<TcpStream, TopologyError> {
-    let timeout = |stage| TopologyError::Timeout {
-        addr: addr.to_owned(),
-        stage,
-        after: budget,
-    };
-    let targets: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::time::timeout(budget, tokio::net::lookup_host((host, port)))
-            .await
-            .map_err(|_| timeout("resolve"))?
-            .map_err(|e| TopologyError::Resolve {
-                host: host.to_owned(),
-                source: Arc::new(e),
-            })?
-            .collect(),
-    };
-    let mut last = None;
-    for target in targets {
-        match tokio::time::timeout(budget, TcpStream::connect(target)).await {
-            Ok(Ok(stream)) => {
-                // Best effort: a failure only costs latency on a control-plane socket.
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => {
-                last = Some(TopologyError::Connect {
-                    addr: addr.to_owned(),
-                    source: Arc::new(e),
-                })
-            }
-            // A name may map to several addresses; one that hangs should not hide the others.
-            Err(_) => last = Some(timeout("connect")),
-        }
-    }
-    Err(last.unwrap_or_else(|| TopologyError::Resolve {
-        host: host.to_owned(),
-        source: Arc::new(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no addresses",
-        )),
-    }))
-}
-
 /// Encodes a command as a RESP array of bulk strings.
 fn encode_command(args: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
@@ -351,33 +251,6 @@ fn encode_command(args: &[&[u8]]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(
-            split_host_port("127.0.0.1:7000").unwrap(),
-            ("127.0.0.1", 7000)
-        );
-        assert_eq!(
-            split_host_port("redis-0.redis:6379").unwrap(),
-            ("redis-0.redis", 6379)
-        );
-        assert_eq!(split_host_port("[::1]:6379").unwrap(), ("::1", 6379));
-        for bad in [
-            "nope",
-            ":6379",
-            "h:0",
-            "h:x",
-            "::1:6379",
-            "[::1:6379",
-            "h:70000",
-        ] {
-            let err = split_host_port(bad).unwrap_err();
-            assert!(!err.is_retryable(), "{bad}: {err}");
-        }
-        assert_eq!(join_host_port("::1", 6379), "[::1]:6379");
-        assert_eq!(join_host_port("10.0.0.1", 6379), "10.0.0.1:6379");
-    }
 
     #[test]
     fn command_encoding() {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::error::TopologyError;
 use super::parse::{Endpoint, RawTopology};
 use super::topology::{Node, Shard, Topology};
+use crate::net::{AddrError, NodeAddr};
 
 /// Who answered the topology query: needed for nodes that announce no endpoint.
 #[derive(Debug, Clone)]
@@ -92,30 +93,26 @@ pub async fn resolve(
 
 /// Looks a name up, preferring IPv4 when the resolver offers both (Redis often binds IPv4 only).
 async fn lookup(host: &str, port: u16, budget: Duration) -> Result<IpAddr, TopologyError> {
-    let found = tokio::time::timeout(budget, tokio::net::lookup_host((host, port)))
+    let failed = |e: AddrError| TopologyError::Resolve {
+        host: host.to_owned(),
+        source: Arc::new(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            e.to_string(),
+        )),
+    };
+    let addrs = NodeAddr::new(host, port)
+        .map_err(failed)?
+        .resolve(budget)
         .await
-        .map_err(|_| TopologyError::Timeout {
-            addr: host.to_owned(),
-            stage: "resolve",
-            after: budget,
-        })?
-        .map_err(|e| TopologyError::Resolve {
+        .map_err(failed)?;
+    let first = addrs.iter().find(|a| a.is_ipv4()).or_else(|| addrs.first());
+    // `resolve` never returns an empty list; a lookup finding nothing is its error.
+    first.map(|a| a.ip()).ok_or_else(|| {
+        failed(AddrError::Resolve {
             host: host.to_owned(),
-            source: Arc::new(e),
-        })?;
-    let addrs: Vec<SocketAddr> = found.collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .map(|a| a.ip())
-        .ok_or_else(|| TopologyError::Resolve {
-            host: host.to_owned(),
-            source: Arc::new(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no addresses",
-            )),
+            reason: "no addresses".into(),
         })
+    })
 }
 
 #[cfg(test)]

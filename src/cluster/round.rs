@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::TopologyError;
-use super::fetch::{fetch_with_peer, join_host_port, FetchMethod, FetchOptions};
+use super::fetch::{fetch_with_peer, FetchMethod, FetchOptions};
 use super::refresh::{Completion, RefreshConfig, Shared};
 use super::topology::{Health, Role, Topology, SLOTS};
 
@@ -163,7 +163,7 @@ impl Refresher {
         if answers.is_empty() {
             let last = last_error.unwrap_or(TopologyError::BadAddress {
                 addr: String::new(),
-                reason: "no seeds configured and no snapshot to ask",
+                reason: "no seeds configured and no snapshot to ask".into(),
             });
             return Err(TopologyError::NoSourceReachable {
                 tried: sources.len(),
@@ -228,14 +228,20 @@ pub(crate) fn sources(
             .iter()
             .filter(|n| n.role == Role::Replica)
             .filter(usable);
-        for node in primaries.into_iter().chain(replicas) {
-            out.push(join_host_port(&node.endpoint, node.port));
-        }
+        out.extend(primaries.into_iter().chain(replicas).filter_map(source_of));
     }
     out.extend(seeds.iter().cloned());
     let mut seen = HashSet::new();
     out.retain(|s| seen.insert(s.clone()));
     out
+}
+
+/// The fetch source naming `node` as announced (IPv6 in brackets); none for an endpoint that
+/// is not a valid host, which a fetch could not reach either.
+fn source_of(node: &super::topology::Node) -> Option<String> {
+    crate::net::NodeAddr::new(&node.endpoint, node.port)
+        .ok()
+        .map(|a| a.to_string())
 }
 
 /// Moves the sources naming a suspected node to the end, keeping the order otherwise.
@@ -244,7 +250,7 @@ fn demote(sources: &mut [String], t: &Topology, suspected: impl Fn(SocketAddr) -
         .nodes
         .iter()
         .filter(|n| suspected(n.addr))
-        .map(|n| join_host_port(&n.endpoint, n.port))
+        .filter_map(source_of)
         .collect();
     if !late.is_empty() {
         sources.sort_by_key(|s| late.contains(s));

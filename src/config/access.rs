@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use crate::net::Secret;
 use crate::security::auth::DEFAULT_USER;
 use crate::security::policy::{Rule, Target, DEFAULT_DENY};
-use crate::security::Secret;
 
 /// Client authentication.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

@@ -1,17 +1,21 @@
 //! A tiny blocking RESP2 client used to bootstrap and inspect the local cluster.
 //!
-//! It owns nothing but one `TcpStream`; the launcher and the integration tests use
+//! It owns nothing but one `TcpStream`, made by `net::dial` like every connection to a
+//! node; the launcher and the integration tests use
 //! it to send control commands (`CLUSTER ...`, `ROLE`, `PING`). It is not meant for
 //! the data path: every call is one round trip and replies are decoded into a tree.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 
 use super::LocalError;
+use crate::net::{dial, AddrError, DialError, DialOptions, NodeAddr, NodeStream};
+use crate::tls::UpstreamStream;
 
 /// Upper bound on one reply, so a confused peer cannot make us buffer forever.
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
@@ -91,23 +95,37 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    /// Connects to `addr` within `timeout`; the same timeout then bounds every read and write.
-    pub fn connect<A: ToSocketAddrs>(addr: A, timeout: Duration) -> Result<Self, LocalError> {
-        let addrs: Vec<SocketAddr> = addr
-            .to_socket_addrs()
-            .map_err(|e| LocalError::io("resolving node address", e))?
-            .collect();
-        let mut last_err = None;
-        for peer in addrs {
-            match TcpStream::connect_timeout(&peer, timeout) {
-                Ok(stream) => return Self::from_stream(stream, peer, timeout),
-                Err(e) => last_err = Some((peer, e)),
-            }
-        }
-        Err(match last_err {
-            Some((peer, e)) => LocalError::io(format!("connecting to {peer}"), e),
-            None => LocalError::Protocol("address resolved to nothing".into()),
-        })
+    /// Connects to `addr` (`host:port`, as [`NodeAddr`] reads it) through [`crate::net::dial`]
+    /// within `timeout`; the same timeout then bounds every read and write.
+    pub fn connect(addr: impl fmt::Display, timeout: Duration) -> Result<Self, LocalError> {
+        let text = addr.to_string();
+        let node: NodeAddr = text
+            .parse()
+            .map_err(|e: AddrError| LocalError::InvalidOptions(e.to_string()))?;
+        let opts = DialOptions {
+            connect_timeout: timeout,
+            handshake_timeout: timeout,
+            ..DialOptions::default()
+        };
+        let connecting = |e| LocalError::io(format!("connecting to {node}"), e);
+        let NodeStream { stream, peer } = dial_blocking(&node, &opts).map_err(|e| {
+            // Keep the socket's error kind (refused, timed out) for callers that look at it.
+            let kind = match &e {
+                DialError::Connect { source, .. } => source.kind(),
+                DialError::ConnectTimeout { .. } => io::ErrorKind::TimedOut,
+                _ => io::ErrorKind::Other,
+            };
+            connecting(io::Error::new(kind, e))
+        })?;
+        let UpstreamStream::Plain(tcp) = stream else {
+            // Not reachable: the options above ask for no TLS.
+            return Err(LocalError::Protocol(format!(
+                "{node}: unexpected TLS stream"
+            )));
+        };
+        let tcp = tcp.into_std().map_err(connecting)?;
+        tcp.set_nonblocking(false).map_err(connecting)?;
+        Self::from_stream(tcp, peer, timeout)
     }
 
     fn from_stream(
@@ -181,6 +199,31 @@ impl NodeClient {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+/// Runs [`dial`] to completion from blocking code. The launcher and the test harness call
+/// this from plain threads and from inside async tests alike, so the dial gets its own
+/// thread and single-threaded runtime rather than the caller's.
+fn dial_blocking(node: &NodeAddr, opts: &DialOptions) -> Result<NodeStream, DialError> {
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| -> Result<NodeStream, DialError> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| lost(node, e))?;
+            runtime.block_on(dial(node, opts))
+        });
+        worker
+            .join()
+            .unwrap_or_else(|_| Err(lost(node, io::Error::other("the dialling thread panicked"))))
+    })
+}
+
+fn lost(node: &NodeAddr, e: io::Error) -> DialError {
+    DialError::Lost {
+        addr: node.clone(),
+        source: std::sync::Arc::new(e),
     }
 }
 

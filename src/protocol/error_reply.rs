@@ -128,21 +128,17 @@ fn redirect(rest: &[u8]) -> Option<(u16, &str)> {
         .position(|&b| b == b' ')
         .unwrap_or(addr_bytes.len());
     let addr = std::str::from_utf8(&addr_bytes[..end]).ok()?;
-    split_host_port(addr)?;
-    Some((slot, addr))
+    ends_in_port(addr).then_some((slot, addr))
 }
 
-/// Splits a redirect address into host and port at the last `:`, so an IPv6 address as
-/// Redis prints it (`::1:7000`) keeps its colons; `[::1]:7000` loses its brackets. An
-/// empty host means the node that sent the redirect.
-pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    Some((host, port))
+/// True when `addr` ends in `:<port>` as every redirect does. Only a shape check, so text
+/// that is no redirect at all stays an ordinary error; the caller parses the target with
+/// `net::NodeAddr` (this module sits below `net`), and an empty host before the colon means
+/// the node that sent the redirect.
+fn ends_in_port(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(_, port)| {
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
+    })
 }
 
 #[cfg(test)]
@@ -289,13 +285,18 @@ mod tests {
     }
 
     #[test]
-    fn host_port() {
-        assert_eq!(split_host_port("127.0.0.1:6379"), Some(("127.0.0.1", 6379)));
-        assert_eq!(split_host_port("::1:7000"), Some(("::1", 7000)));
-        assert_eq!(split_host_port("[::1]:7000"), Some(("::1", 7000)));
-        assert_eq!(split_host_port(":7000"), Some(("", 7000)));
-        assert_eq!(split_host_port("pod-0.svc:6379"), Some(("pod-0.svc", 6379)));
-        assert_eq!(split_host_port("host"), None);
-        assert_eq!(split_host_port("host:70000"), None);
+    fn redirect_targets_need_a_port() {
+        for good in [
+            "127.0.0.1:6379",
+            "::1:7000",
+            "[::1]:7000",
+            ":7000",
+            "pod-0.svc:6379",
+        ] {
+            assert!(ends_in_port(good), "{good}");
+        }
+        for bad in ["host", "host:70000", "host:", "host:+1"] {
+            assert!(!ends_in_port(bad), "{bad}");
+        }
     }
 }

@@ -53,9 +53,9 @@ impl View {
     pub fn for_client(shared: &Shared, local: std::io::Result<std::net::SocketAddr>) -> Self {
         let cfg = &shared.config.commands;
         let announced = (!cfg.announce_address.is_empty())
-            .then(|| crate::cluster::fetch::split_host_port(&cfg.announce_address).ok())
+            .then(|| cfg.announce_address.parse::<crate::net::NodeAddr>().ok())
             .flatten()
-            .map(|(host, port)| (host.to_string(), port));
+            .map(|a| (a.host().to_string(), a.port()));
         let (host, port) = announced.unwrap_or_else(|| match local {
             Ok(a) => (a.ip().to_string(), a.port()),
             Err(_) => (String::from("127.0.0.1"), 0),

@@ -109,7 +109,7 @@ impl Proxy {
         }
         crate::security::resolve_upstream(&mut config.cluster)?;
         let security = Security::from_config(&config)?;
-        let tls = Arc::new(TlsSetup::from_config(&config)?);
+        let tls = Arc::new(TlsSetup::new(&config.tls, &config.upstream_tls)?);
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -274,21 +274,16 @@ fn dedicated_template(config: &Config, tls: &TlsSetup) -> ConnSettings {
     t
 }
 
-fn auth(config: &Config) -> Option<(String, crate::security::Secret)> {
+fn auth(config: &Config) -> Option<crate::net::Credentials> {
     let c = &config.cluster;
-    (!c.password.is_empty()).then(|| (c.username.clone(), c.password.clone()))
+    crate::net::Credentials::from_parts(&c.username, &c.password)
 }
 
 pub(crate) fn fetch_options(config: &Config, tls: &TlsSetup) -> FetchOptions {
-    let (username, password) = match auth(config) {
-        Some((u, p)) => ((!u.is_empty()).then_some(u), Some(p)),
-        None => (None, None),
-    };
     FetchOptions {
         connect_timeout: ms(config.backend.connect_timeout_ms),
         command_timeout: ms(config.backend.command_timeout_ms),
-        username,
-        password,
+        auth: auth(config),
         tls: tls.upstream.clone(),
     }
 }
@@ -306,7 +301,7 @@ fn start_refresher(
     let on_update = Box::new(move |t: &Arc<crate::cluster::topology::Topology>| {
         if let Some(tls) = &upstream_tls {
             // Before new pools connect: their certificates are checked against these names.
-            tls.learn(t);
+            tls.learn(t.nodes.iter().map(|n| (n.addr, n.endpoint.as_str())));
         }
         if let Some(m) = metrics.upgrade() {
             // Before the router switches, so requests are attributed to the map they used.

@@ -15,12 +15,12 @@
 //!   refresh has confirmed the node ([`judge`]). No client-chosen text is ever resolved by
 //!   DNS, dialled, or sent the proxy's credentials.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::cluster::topology::Topology;
-use crate::protocol::error_reply::split_host_port;
+use crate::net::{parse_port, NodeAddr};
 use crate::protocol::{encode, ReplyKind, ResponseScanner, ServerError};
 
 /// True for the commands that run a script or a function (their replies are the script's).
@@ -234,24 +234,45 @@ pub fn judge(
 /// must be a member's address, a host name a member's announced endpoint. An empty host
 /// (Redis's "the node you asked") is the slot's current owner's IP.
 pub fn member(topology: &Topology, addr: &str, slot: u16) -> Option<SocketAddr> {
-    let (host, port) = split_host_port(addr)?;
-    if host.is_empty() {
-        let ip = topology.primary_of_slot(slot)?.addr.ip();
-        let sock = SocketAddr::new(ip, port);
-        return topology.node_by_addr(sock).map(|(_, n)| n.addr);
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        let sock = SocketAddr::new(ip, port);
+    let target = match Target::parse(addr)? {
+        Target::Sender(port) => {
+            let ip = topology.primary_of_slot(slot)?.addr.ip();
+            let sock = SocketAddr::new(ip, port);
+            return topology.node_by_addr(sock).map(|(_, n)| n.addr);
+        }
+        Target::Node(target) => target,
+    };
+    if let Some(sock) = target.socket_addr() {
         if let Some((_, n)) = topology.node_by_addr(sock) {
             return Some(n.addr);
         }
     }
-    topology.node_by_endpoint(host, port).map(|(_, n)| n.addr)
+    topology
+        .node_by_endpoint(target.host(), target.port())
+        .map(|(_, n)| n.addr)
+}
+
+/// A redirect's target: a node, or (empty host) the node that sent the redirect.
+enum Target {
+    /// `:<port>`.
+    Sender(u16),
+    /// `host:port`.
+    Node(NodeAddr),
+}
+
+impl Target {
+    fn parse(addr: &str) -> Option<Self> {
+        // `::1:7000` also starts with a colon: only a bare `:<port>` names the sender.
+        match addr.strip_prefix(':').filter(|port| !port.contains(':')) {
+            Some(port) => parse_port(port, addr).ok().map(Target::Sender),
+            None => addr.parse().ok().map(Target::Node),
+        }
+    }
 }
 
 /// True when `addr` is well formed enough that a refresh could show it as a member.
 fn plausible(addr: &str) -> bool {
-    split_host_port(addr).is_some_and(|(_, port)| port != 0)
+    Target::parse(addr).is_some()
 }
 
 /// True when `addr` is a member of `topology` (pools and credentials are for members only).

@@ -1,5 +1,5 @@
 //! The upstream side: TLS on every connection to a node, and [`UpstreamStream`], the socket
-//! the backend connections, dedicated connections and topology fetches use.
+//! every connection to a node uses (made by `crate::net::dial`).
 //!
 //! A node's certificate is checked against `upstream_tls.ca_file` and against the node's name:
 //! `upstream_tls.server_name` when set, else the host the topology announces for that address
@@ -21,8 +21,6 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::cluster::topology::Topology;
-
 /// TLS settings for the connections to the nodes, shared by every connection.
 #[derive(Debug)]
 pub struct UpstreamTls {
@@ -42,13 +40,13 @@ impl UpstreamTls {
         }
     }
 
-    /// Remembers the name each node of `topology` is announced under, for checking its
-    /// certificate when connecting by address.
-    pub fn learn(&self, topology: &Topology) {
-        let names = topology
-            .nodes
-            .iter()
-            .filter_map(|n| Some((n.addr, ServerName::try_from(n.endpoint.clone()).ok()?)))
+    /// Remembers the name each node is announced under (its address and the host of the
+    /// latest topology), for checking its certificate when connecting by address. Replaces
+    /// what was learned before.
+    pub fn learn<'a>(&self, nodes: impl IntoIterator<Item = (SocketAddr, &'a str)>) {
+        let names = nodes
+            .into_iter()
+            .filter_map(|(addr, name)| Some((addr, ServerName::try_from(name.to_owned()).ok()?)))
             .collect();
         *self.names.lock().unwrap_or_else(PoisonError::into_inner) = names;
     }
@@ -254,7 +252,6 @@ forward_io!(UpstreamWrite, write);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::topology::{Health, Node, Role, Shard};
 
     fn upstream(server_name: &str) -> UpstreamTls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -266,26 +263,6 @@ mod tests {
         UpstreamTls::new(Arc::new(ArcSwap::from_pointee(config)), server_name)
     }
 
-    fn node(id: &str, addr: &str, endpoint: &str) -> Node {
-        let addr: SocketAddr = addr.parse().unwrap();
-        Node {
-            id: id.into(),
-            addr,
-            endpoint: endpoint.into(),
-            port: addr.port(),
-            role: Role::Primary,
-            health: Health::Online,
-        }
-    }
-
-    fn shard(primary: usize, slots: (u16, u16)) -> Shard {
-        Shard {
-            primary,
-            replicas: vec![],
-            slots: vec![slots],
-        }
-    }
-
     fn shown(name: ServerName<'_>) -> String {
         name.to_str().into_owned()
     }
@@ -293,17 +270,9 @@ mod tests {
     #[test]
     fn nodes_are_checked_by_announced_name_else_by_ip() {
         let tls = upstream("");
-        let topology = Topology::new(
-            vec![
-                node("a", "10.0.0.1:6379", "redis-0.redis.svc"),
-                node("b", "10.0.0.2:6379", "10.0.0.2"),
-            ],
-            vec![shard(0, (0, 8191)), shard(1, (8192, 16383))],
-        )
-        .unwrap();
-        tls.learn(&topology);
         let a: SocketAddr = "10.0.0.1:6379".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:6379".parse().unwrap();
+        tls.learn([(a, "redis-0.redis.svc"), (b, "10.0.0.2")]);
         let unknown: SocketAddr = "10.0.0.3:6379".parse().unwrap();
         assert_eq!(shown(tls.name_for(a)), "redis-0.redis.svc");
         assert!(matches!(tls.name_for(b), ServerName::IpAddress(_)));

@@ -10,7 +10,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::verify::ChainOnly;
 use super::TlsError;
-use crate::config::{TlsConfig, UpstreamTlsConfig};
+use super::{TlsConfig, UpstreamTlsConfig};
 
 /// The crypto provider of every config: ring, chosen explicitly so the build never depends on
 /// which provider features other crates switch on.

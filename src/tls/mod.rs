@@ -3,7 +3,7 @@
 //! ([`UpstreamStream`], CA bundle, host name checks, optional client certificate).
 //!
 //! This module owns the certificate files: it reads them into rustls configs at start-up
-//! ([`TlsSetup::from_config`]), and rebuilds and swaps them on SIGHUP or when a file changes
+//! ([`TlsSetup::new`]), and rebuilds and swaps them on SIGHUP or when a file changes
 //! ([`reload`]). Connections pick the config in force when they are made, so a reload never
 //! touches an open connection.
 
@@ -11,10 +11,12 @@ mod client;
 mod load;
 pub mod reload;
 mod server;
+mod settings;
 mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -22,8 +24,7 @@ pub use client::{
     upstream, upstream_to_host, UpstreamRead, UpstreamStream, UpstreamTls, UpstreamWrite,
 };
 pub use server::{accept, ClientStream, ClientTls, ServerTls};
-
-use crate::config::{ms, Config, TlsConfig, UpstreamTlsConfig};
+pub use settings::{InvalidSetting, TlsConfig, UpstreamTlsConfig};
 
 /// Handshake failures, by `side` (`client` | `upstream`).
 pub const HANDSHAKE_FAILURES: &str = "slotway_tls_handshake_failures_total";
@@ -61,26 +62,26 @@ pub struct TlsSetup {
 
 impl TlsSetup {
     /// Reads every configured file; any problem fails start-up with the setting and file named.
-    pub fn from_config(config: &Config) -> Result<Self, TlsError> {
-        let client = match config.tls.enabled() {
+    pub fn new(listener: &TlsConfig, nodes: &UpstreamTlsConfig) -> Result<Self, TlsError> {
+        let client = match listener.enabled() {
             false => None,
             true => Some(Arc::new(ClientTls {
-                config: Arc::new(ArcSwap::new(load::server_config(&config.tls)?)),
-                handshake_timeout: ms(config.tls.handshake_timeout_ms),
+                config: Arc::new(ArcSwap::new(load::server_config(listener)?)),
+                handshake_timeout: Duration::from_millis(listener.handshake_timeout_ms),
             })),
         };
-        let upstream = match config.upstream_tls.enabled {
+        let upstream = match nodes.enabled {
             false => None,
             true => Some(Arc::new(UpstreamTls::new(
-                Arc::new(ArcSwap::new(load::client_config(&config.upstream_tls)?)),
-                &config.upstream_tls.server_name,
+                Arc::new(ArcSwap::new(load::client_config(nodes)?)),
+                &nodes.server_name,
             ))),
         };
         Ok(Self {
             client,
             upstream,
-            listener: config.tls.clone(),
-            nodes: config.upstream_tls.clone(),
+            listener: listener.clone(),
+            nodes: nodes.clone(),
         })
     }
 
@@ -135,8 +136,8 @@ impl TlsSetup {
     }
 
     /// `tls.reload_interval_ms`.
-    pub fn reload_interval(&self) -> std::time::Duration {
-        ms(self.listener.reload_interval_ms)
+    pub fn reload_interval(&self) -> Duration {
+        Duration::from_millis(self.listener.reload_interval_ms)
     }
 }
 
@@ -164,12 +165,17 @@ mod tests {
             p.display().to_string()
         };
         let (cert, key) = self_signed();
-        let mut config = Config::default();
-        config.tls.cert_file = file("l.crt", &cert);
-        config.tls.key_file = file("l.key", &key);
-        config.upstream_tls.enabled = true;
-        config.upstream_tls.ca_file = file("ca.crt", &cert);
-        let setup = TlsSetup::from_config(&config).unwrap();
+        let listener = TlsConfig {
+            cert_file: file("l.crt", &cert),
+            key_file: file("l.key", &key),
+            ..TlsConfig::default()
+        };
+        let nodes = UpstreamTlsConfig {
+            enabled: true,
+            ca_file: file("ca.crt", &cert),
+            ..UpstreamTlsConfig::default()
+        };
+        let setup = TlsSetup::new(&listener, &nodes).unwrap();
         assert!(setup.enabled());
         assert_eq!(setup.files().len(), 3);
         let server = |s: &TlsSetup| s.client.as_ref().unwrap().config.load_full();

@@ -124,7 +124,8 @@ impl Pin {
         let err = classify_error(frame);
         match err {
             ServerError::Moved { slot, addr } => {
-                if let Ok(to) = addr.parse::<SocketAddr>() {
+                let to = addr.parse::<crate::net::NodeAddr>().ok();
+                if let Some(to) = to.and_then(|a| a.socket_addr()) {
                     self.ctx.router.note_moved(slot, to);
                 }
             }
