@@ -1,12 +1,11 @@
 //! Client authentication, ACL-style users, the command policy and upstream (proxy → node)
 //! authentication, through a real cluster; exact reply bytes checked over raw TCP.
 
-use crate::common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::common;
 use crate::common::cluster::TestCluster;
 use crate::common::proxy::TestProxy;
 use slotway::config::{Config, UserConfig};

@@ -2,11 +2,10 @@
 //! never stalls the multiplexed ones; timeouts are the server's; a client that goes away
 //! releases its backend connection.
 
-use crate::common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common;
 use crate::common::cluster::TestCluster;
 use crate::common::proxy::TestProxy;
 use crate::common::resp::{encode, Raw};

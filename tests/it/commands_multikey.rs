@@ -3,10 +3,9 @@
 //! refused with Redis's exact CROSSSLOT text, and a split part following a MOVED or an ASK on
 //! its own while the other parts for its node, sent with it in one request, are answered.
 
-use crate::common;
-
 use std::collections::HashSet;
 
+use crate::common;
 use crate::common::cluster::{direct, TestCluster};
 use crate::common::proxy::TestProxy;
 use crate::common::raw::Raw;

@@ -2,10 +2,9 @@
 //! SIGKILLed while 16 clients write and read, and a manual `CLUSTER FAILOVER`. Each test starts
 //! its own cluster and proxy and bounds every wait; run with --test-threads=1 (tests/run.sh does).
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
+use crate::common;
 use crate::common::cluster::{wait_until, TestCluster};
 use crate::common::load::{Load, LoadOptions, LoadReport};
 use crate::common::proxy::TestProxy;

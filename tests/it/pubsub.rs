@@ -2,13 +2,12 @@
 //! the channel's slot, subscribed-mode rules, subscriptions restored after a failover, and a
 //! subscriber that does not read being disconnected.
 
-use crate::common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common;
 use crate::common::cluster::TestCluster;
 use crate::common::proxy::TestProxy;
 use crate::common::resp::{encode, Raw};

@@ -3,10 +3,9 @@
 //! must see no error at all; `-ASK` and `-MOVED` stay between the proxy and the nodes.
 //! Run with --test-threads=1 (tests/run.sh does).
 
-use crate::common;
-
 use std::time::Duration;
 
+use crate::common;
 use crate::common::cluster::{wait_until, TestCluster};
 use crate::common::load::{Load, LoadOptions, LoadReport};
 use crate::common::proxy::TestProxy;

@@ -4,10 +4,9 @@
 //! users keep it, and the deny list holds inside scripts because the proxy logs in as the
 //! restricted upstream user that `slotway local` (and `deploy/`) provision.
 
-use crate::common;
-
 use std::time::Duration;
 
+use crate::common;
 use crate::common::cluster::{wait_until, TestCluster};
 use crate::common::proxy::TestProxy;
 use crate::common::resp::Raw;

@@ -2,14 +2,13 @@
 //! Cluster behind slotway, and certificate reloads that leave open connections alone.
 //! Certificates are generated at test time. Cluster tests run one at a time (harness lock).
 
-use crate::common;
-
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common;
 use crate::common::cluster::{wait_until, TestCluster};
 use crate::common::proxy::TestProxy;
 use crate::common::tls::{

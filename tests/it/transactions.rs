@@ -1,9 +1,8 @@
 //! MULTI / EXEC / DISCARD / WATCH through the proxy against a real 3-shard cluster.
 
-use crate::common;
-
 use std::time::Duration;
 
+use crate::common;
 use crate::common::cluster::TestCluster;
 use crate::common::proxy::TestProxy;
 use crate::common::resp::{encode, Raw};

@@ -4,12 +4,11 @@
 //! never run again), while Redis's own redirects still are — through a real cluster with an
 //! upstream ACL user, and a fake listener standing for the outside address.
 
-use crate::common;
-
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use crate::common;
 use crate::common::cluster::TestCluster;
 use crate::common::load::tag_for_slot;
 use crate::common::proxy::TestProxy;

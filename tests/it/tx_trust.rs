@@ -4,11 +4,10 @@
 //! blocking commands, a RESP3 client's scripts). Against a real cluster; every effect is
 //! checked on the node itself.
 
-use crate::common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common;
 use crate::common::cluster::{direct, wait_until, TestCluster};
 use crate::common::proxy::TestProxy;
 use crate::common::resp::Raw;
