@@ -23,7 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::cluster::{free_ports, wait_until, TestCluster};
+use common::cluster::{wait_until, TestCluster};
+use common::ports::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -84,7 +85,7 @@ struct Proxy {
 
 impl Proxy {
     fn start(cluster: &TestCluster) -> Self {
-        let port = free_ports(1)[0];
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_slotway"))
             .args(["--listen", &addr, "--seeds", &cluster.seeds().join(",")])

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::cluster::TestCluster;
+use crate::common::ports::free_addr;
 
 /// The slotway binary, killed on drop.
 struct Binary(Child);
@@ -15,11 +16,6 @@ impl Drop for Binary {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// Polls until `SET`/`GET` through the proxy at `addr` work, then returns the GET reply.

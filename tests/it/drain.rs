@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::cluster::TestCluster;
+use crate::common::ports::free_addr;
 
 /// The slotway binary, killed on drop if a test fails half way.
 struct Binary(Child);
@@ -16,11 +17,6 @@ impl Drop for Binary {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {

@@ -2,25 +2,14 @@
 //! redis-cli, and leaves no redis-server behind on SIGTERM or when it is killed outright.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::ports::{free_port, free_ports};
+
 /// Ports N..N+8 and their bus ports N+10000.. all free, plus a free proxy port.
 fn free_base_port() -> (u16, u16) {
-    for _ in 0..200 {
-        // Below the ephemeral range even with the +10000 bus ports.
-        let base = fastrand::u16(10_000..22_000);
-        let all_free = (0..9).all(|i| {
-            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && TcpListener::bind(("127.0.0.1", base + 10_000 + i)).is_ok()
-        });
-        if all_free {
-            let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
-            return (base, proxy.local_addr().unwrap().port());
-        }
-    }
-    panic!("no free port range");
+    (free_ports(9)[0], free_port())
 }
 
 /// Every process whose parent is `pid`.

@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::cluster::{direct, free_ports, serial_guard, TestCluster};
+use crate::common::cluster::{direct, serial_guard, TestCluster};
+use crate::common::ports::free_ports;
 use redis::Commands;
 use slotway::local::{
     find_redis_server_in, LocalCluster, LocalClusterOptions, LocalError, NodeClient, Reply,

@@ -11,16 +11,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::cluster::TestCluster;
+use crate::common::ports::free_addr;
 use crate::common::proxy::TestProxy;
 use obs::{check_dashboard_metrics, Scrape};
 use slotway::admin::http;
 use slotway::admin::report::ClusterReport;
 use slotway::cluster::slot::key_slot;
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 pub(crate) fn get(admin: SocketAddr, path: &str) -> (u16, String) {
     http::get(&admin.to_string(), path, Duration::from_secs(20)).expect("admin endpoint answers")

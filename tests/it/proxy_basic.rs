@@ -2,14 +2,14 @@
 //! concurrency, local commands, errors that keep the connection usable, and a node dying.
 //! Each test starts its own cluster; run with --test-threads=1 (tests/run.sh does).
 
-use crate::common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::common;
 use crate::common::cluster::TestCluster;
+use crate::common::ports::free_addr;
 use crate::common::proxy::TestProxy;
 use redis::Commands;
 use slotway::cluster::slot::key_slot;
@@ -318,9 +318,7 @@ fn a_node_killed_while_idle_does_not_take_the_proxy_down() {
 #[test]
 fn no_reachable_seed_gives_a_quick_clear_error() {
     // A port nobody listens on: the proxy starts, keeps retrying, and answers at once.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = listener.local_addr().unwrap().to_string();
-    drop(listener);
+    let dead = free_addr().to_string();
     let proxy = TestProxy::spawn(vec![dead], |_| {});
     let mut con = proxy.client();
     let started = Instant::now();

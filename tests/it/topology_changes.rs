@@ -2,13 +2,13 @@
 //! another address, and a cluster that only appears after the proxy started.
 //! Run with --test-threads=1 (tests/run.sh does).
 
-use crate::common;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use crate::common::cluster::{free_ports, wait_until, TestCluster};
+use crate::common;
+use crate::common::cluster::{wait_until, TestCluster};
 use crate::common::load::{Load, LoadOptions};
+use crate::common::ports::free_ports;
 use crate::common::proxy::TestProxy;
 use redis::Commands;
 

@@ -13,7 +13,7 @@
 //! Nodes added after the start ([`TestCluster::add_node`]) are numbered after the launcher's
 //! own nodes; slot migration, manual failover and role queries live in `super::dynamics`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -22,13 +22,11 @@ use std::time::{Duration, Instant};
 use slotway::local::{LocalCluster, LocalClusterOptions, NodeClient, Reply};
 use tempfile::TempDir;
 
+use super::ports::{free_port, free_ports};
+
 /// Serialises cluster-starting tests within one test binary.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Lowest base port we pick; with the bus ports (+10000) everything stays below the
-/// Linux ephemeral range (32768+), so outgoing connections cannot steal our ports.
-const PORT_MIN: u16 = 10000;
-const PORT_MAX: u16 = 22767;
 /// Start attempts when a port turns out to be taken after all.
 const START_ATTEMPTS: usize = 5;
 /// Generous: the CI machine has two shared cores.
@@ -40,24 +38,6 @@ pub fn serial_guard() -> MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// `count` ports such that each port and port+10000 are currently free on 127.0.0.1.
-/// Random placement keeps concurrently running test binaries apart; callers still retry
-/// on a clash since another process may grab a port between the probe and the start.
-pub fn free_ports(count: usize) -> Vec<u16> {
-    for _ in 0..200 {
-        let base = fastrand::u16(PORT_MIN..=PORT_MAX - count as u16);
-        let ports: Vec<u16> = (base..base + count as u16).collect();
-        if ports.iter().all(|&p| port_free(p) && port_free(p + 10000)) {
-            return ports;
-        }
-    }
-    panic!("no {count} free consecutive ports (and bus ports) found");
-}
-
-fn port_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
 /// A running test cluster; everything is killed and deleted on drop.
@@ -154,7 +134,7 @@ impl TestCluster {
     /// port, introduces it with `CLUSTER MEET` and waits until every node knows it. It joins
     /// as a primary without slots; returns its index.
     pub fn add_node(&mut self) -> usize {
-        let port = free_ports(1)[0];
+        let port = free_port();
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
         let dir = self.data_dir().join(format!("extra-{port}"));
         std::fs::create_dir_all(&dir).expect("extra node dir");

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod dynamics;
 pub mod load;
+pub mod ports;
 pub mod proxy;
 pub mod raw;
 pub mod resp;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::cluster::{free_ports, wait_until};
+use super::cluster::wait_until;
+use super::ports::free_port;
 
 /// One standalone redis-server on a free port of 127.0.0.1, without persistence.
 pub struct Standalone {
@@ -23,7 +24,7 @@ impl Standalone {
             .prefix("slotway-standalone-")
             .tempdir()
             .expect("tempdir");
-        let port = free_ports(1)[0];
+        let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])

@@ -17,7 +17,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use slotway::protocol::ResponseScanner;
 
-use super::cluster::{free_ports, serial_guard, wait_until};
+use super::cluster::{serial_guard, wait_until};
+use super::ports::free_ports;
 
 /// A certificate authority that issues test certificates.
 pub struct Ca {
