@@ -1,11 +1,7 @@
-//! Topology fetch and refresh against a real three-primary Redis Cluster started by the test.
-//!
-//! Self-contained on purpose (a shared harness comes later): each test starts its own
-//! `redis-server` processes on free loopback ports in a temporary directory and kills them on drop.
+//! Topology fetch and refresh against a real three-primary Redis Cluster (the shared harness's
+//! `TestCluster` with no replicas), through the control-plane client of `slotway::cluster`.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,96 +11,31 @@ use slotway::cluster::{
     call, fetch_topology, fetch_topology_via, spawn_refresher, FetchMethod, FetchOptions,
     RefreshConfig, Role, Topology,
 };
+use slotway::local::split_slots;
 use tokio_util::sync::CancellationToken;
 
-/// Ports handed out in this process, so parallel tests never pick the same one.
-static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+use crate::common::cluster::TestCluster;
+use crate::common::ports::free_port;
 
-/// A port whose cluster bus port (+10000) is free too.
-fn free_port() -> u16 {
-    loop {
-        let port = fastrand::u16(20000..50000);
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        let mut taken = TAKEN.lock().unwrap();
-        if !taken.contains(&port) && free(port) && free(port + 10000) {
-            taken.push(port);
-            return port;
-        }
-    }
-}
-
-/// Three primaries splitting the slots evenly; killed on drop.
+/// Three primaries splitting the slots evenly (the harness's lock held, killed on drop).
 struct Cluster {
     ports: Vec<u16>,
-    children: Vec<Child>,
-    /// Holds each node's nodes.conf; removed on drop, after the processes are killed.
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    _nodes: TestCluster,
 }
 
 impl Cluster {
     async fn start() -> Cluster {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let mut cluster = Cluster {
-            ports: ports.clone(),
-            children: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
+        // Blocks this test's thread while the launcher forms the cluster; nothing else runs on
+        // the test's runtime yet.
+        let nodes = TestCluster::start_with(3, 0);
+        let ports: Vec<u16> = (0..nodes.len())
+            .map(|i| node_port(&nodes.node_addr(i)))
+            .collect();
+        let cluster = Cluster {
+            ports,
+            _nodes: nodes,
         };
-        for &port in &ports {
-            let node_dir = cluster.dir.path().join(port.to_string());
-            std::fs::create_dir(&node_dir).unwrap();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                ])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed");
-            cluster.children.push(child);
-        }
-        for port in &ports {
-            eventually(|| async { cluster.cmd(*port, &["PING"]).await.is_ok() }).await;
-        }
-        let per = SLOTS / 3;
-        for (i, port) in ports.iter().enumerate() {
-            let start = (i * per).to_string();
-            let end = if i == 2 { SLOTS - 1 } else { (i + 1) * per - 1 }.to_string();
-            ok(cluster
-                .cmd(*port, &["CLUSTER", "ADDSLOTSRANGE", &start, &end])
-                .await);
-        }
-        for port in &ports[1..] {
-            ok(cluster
-                .cmd(
-                    ports[0],
-                    &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()],
-                )
-                .await);
-        }
-        for port in &ports {
+        for port in &cluster.ports {
             eventually(|| async {
                 let t = fetch_topology(&addr(*port), &opts()).await;
                 t.is_ok_and(|t| t.covers_all_slots() && t.nodes.len() == 3)
@@ -129,6 +60,12 @@ impl Cluster {
             other => panic!("CLUSTER MYID: {other:?}"),
         }
     }
+}
+
+/// The port of a harness node address (`127.0.0.1:port`).
+fn node_port(addr: &str) -> u16 {
+    let (_, port) = addr.rsplit_once(':').expect("host:port");
+    port.parse().expect("a port number")
 }
 
 fn addr(port: u16) -> String {
@@ -182,7 +119,8 @@ async fn fetch_via_cluster_shards_and_cluster_slots() {
         assert_eq!(node.addr, addr(port).parse().unwrap());
         assert_eq!(node.endpoint, "127.0.0.1");
         assert_eq!(node.role, Role::Primary);
-        let first_slot = (i * (SLOTS / 3)) as u16;
+        // The launcher gives shard i (node i, no replicas) the i-th range of the split.
+        let first_slot = split_slots(3)[i].0;
         assert_eq!(shards.primary_of_slot(first_slot).unwrap().id, id);
     }
 
