@@ -17,6 +17,7 @@ mod command_reference;
 mod command_table;
 mod commands_cluster_wide;
 mod commands_multikey;
+mod config_keys;
 mod differential;
 mod drain;
 mod failover;
