@@ -305,10 +305,16 @@ fn abort_helper() {
 fn nodes_die_with_the_process_that_started_them() {
     let _serial = serial_guard();
     let dir = tempfile::tempdir().unwrap();
+    // Test names are paths below the test crate's root: `local_cluster::abort_helper`.
+    let helper = module_path!()
+        .split_once("::")
+        .map_or(String::new(), |(_, module)| {
+            format!("{module}::abort_helper")
+        });
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "abort_helper",
+            &helper,
             "--ignored",
             "--nocapture",
             "--test-threads=1",
