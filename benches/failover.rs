@@ -9,7 +9,9 @@
 //! ```
 //! Under `cargo test --benches` it only checks that it starts (no cluster is started).
 
-#[path = "../tests/common/mod.rs"]
+// The integration-test harness (tests/it/common), of which a benchmark uses only part.
+#[allow(dead_code)]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::io::Write;

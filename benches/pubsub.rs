@@ -14,14 +14,17 @@
 //! ```
 //! Under `cargo test --benches` it only checks that it starts (no cluster is started).
 
-#[path = "../tests/common/mod.rs"]
+// The integration-test harness (tests/it/common), of which a benchmark uses only part.
+#[allow(dead_code)]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::cluster::{free_ports, wait_until, TestCluster};
+use common::cluster::{wait_until, TestCluster};
+use common::ports::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -82,7 +85,7 @@ struct Proxy {
 
 impl Proxy {
     fn start(cluster: &TestCluster) -> Self {
-        let port = free_ports(1)[0];
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_slotway"))
             .args(["--listen", &addr, "--seeds", &cluster.seeds().join(",")])

@@ -1,7 +1,14 @@
 //! Heap allocations on the GET/SET path: after warm-up, the proxy's threads allocate (almost)
 //! nothing per request — buffers are reused and reply slots recycled. A counting global
 //! allocator counts allocations made on the proxy runtime's threads only.
+//!
+//! A test target of its own, not a module of `tests/it`: a `#[global_allocator]` is process-wide,
+//! so in the shared binary it would wrap every other test's allocations too.
 
+// The shared harness of tests/it, by path: this target is its own process (see above) and
+// uses only part of the harness.
+#[allow(dead_code)]
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};

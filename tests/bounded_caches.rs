@@ -3,7 +3,14 @@
 //! never views into the request buffers), and replies piling up behind a slow request
 //! (counted with the write buffer against `client.output_buffer_limit_bytes`). A live-heap
 //! counter (this binary's global allocator) shows the request buffers are not kept alive.
+//!
+//! A test target of its own, not a module of `tests/it`: the live-heap counter is a process-wide
+//! `#[global_allocator]`, which another test running in the same process would move.
 
+// The shared harness of tests/it, by path: this target is its own process (see above) and
+// uses only part of the harness.
+#[allow(dead_code)]
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -12,7 +12,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 redis-server --version
-# redis-py (both RESP2 and RESP3 clients) for tests/resp3.rs, in a venv outside the tree.
+# redis-py (both RESP2 and RESP3 clients) for tests/it/resp3.rs, in a venv outside the tree.
 py=/var/tmp/slotway-py
 if ! "$py/bin/python" -c 'import redis' >/dev/null 2>&1; then
   command -v python3 >/dev/null 2>&1 || {

@@ -1,4 +1,4 @@
-"""A redis-py session against slotway, run by tests/resp3.rs with protocol 2 and 3.
+"""A redis-py session against slotway, run by tests/it/resp3.rs with protocol 2 and 3.
 
 Usage: client_session.py HOST:PORT PROTOCOL
 Prints "ok N checks" and exits 0, or prints the failed check and exits 1.
