@@ -1,6 +1,6 @@
 //! The built-in command table: every Redis 7.0 command and subcommand, one line each.
 //!
-//! Arity, flags and key specs are Redis 7.0.15's own (`COMMAND INFO`); `tests/command_table.rs` checks
+//! Arity, flags and key specs are Redis 7.0.15's own (`COMMAND INFO`); `tests/it/command_table.rs` checks
 //! them against a live server so they cannot drift. The last column is the proxy's routing policy.
 //! Columns: name, arity, command flags, key specs `k(flags, begin_search, find_keys)`, policy.
 //! The first four columns were generated from `COMMAND INFO`; when a Redis upgrade changes one, that

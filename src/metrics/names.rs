@@ -1,5 +1,5 @@
 //! Metric names and their help texts: the contract the dashboards and alerts in
-//! `deploy/monitoring/` rely on (tests/observability.rs checks it against a live `/metrics`).
+//! `deploy/monitoring/` rely on (tests/it/observability.rs checks it against a live `/metrics`).
 
 /// Current client connections (gauge).
 pub const CLIENT_CONNECTIONS: &str = "slotway_client_connections";

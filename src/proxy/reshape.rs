@@ -1,7 +1,7 @@
 //! Which RESP3 shape each command's reply takes, for clients that chose RESP3 with `HELLO 3`.
 //!
 //! The table below lists every Redis 7.0 command whose RESP3 reply differs from its RESP2
-//! reply by more than nulls (checked against a 7.0.15 server; `tests/resp3.rs` compares the
+//! reply by more than nulls (checked against a 7.0.15 server; `tests/it/resp3.rs` compares the
 //! proxy's RESP3 replies with a node's own). Commands not listed only get the null rewrite.
 
 use std::ops::Range;

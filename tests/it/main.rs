@@ -25,6 +25,7 @@ mod hardening;
 mod idle_clients;
 mod local_cli;
 mod local_cluster;
+mod net_dial;
 mod observability;
 mod proxy_basic;
 mod pubsub;

@@ -2,15 +2,13 @@
 //! password, a closed port fails within the connect timeout, and HELLO 3, CLIENT SETNAME
 //! and READONLY are in force on the connection it returns.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use slotway::net::{dial, Credentials, DialError, DialOptions, NodeAddr, NodeStream, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::cluster::{direct, TestCluster};
-use common::standalone::Standalone;
+use crate::common::cluster::{direct, TestCluster};
+use crate::common::standalone::Standalone;
 
 const PASSWORD: &str = "right-horse-battery";
 const WRONG: &str = "hunter2-wrong";
@@ -88,10 +86,7 @@ async fn a_refused_auth_names_the_node_not_the_password() {
 
 #[tokio::test]
 async fn a_closed_port_is_a_connect_error_within_the_timeout() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = crate::common::ports::free_port();
     let addr: NodeAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let started = Instant::now();
     let err = dial(&addr, &opts()).await.expect_err("nobody listens");
