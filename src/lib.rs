@@ -14,6 +14,7 @@ pub mod local;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod reference;
 pub mod security;
 pub mod slowlog;
 pub mod status;

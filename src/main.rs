@@ -102,7 +102,7 @@ fn main() -> Result<()> {
     if let Some(Command::Commands) = cli.command {
         print!(
             "{}",
-            slotway::command::reference::markdown(&slotway::command::CommandTable::builtin())
+            slotway::reference::markdown(&slotway::command::CommandTable::builtin())
         );
         return Ok(());
     }

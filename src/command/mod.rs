@@ -9,13 +9,14 @@ mod builtin;
 mod flags;
 mod keys;
 mod learn;
-pub mod reference;
 mod spec;
 
 pub use flags::{CommandFlags, KeySpecFlags};
 pub use keys::KeyError;
 pub use learn::CommandError;
 pub use spec::{BeginSearch, CommandSpec, FindKeys, KeySpec, Merge, Policy};
+// The command reference (`crate::reference`) names the key-finding quirk of XREAD.
+pub(crate) use spec::Quirk;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
