@@ -324,6 +324,7 @@ fn start_refresher(
             period: ms(config.cluster.refresh_interval_ms),
             fetch: fetch_options(config, tls),
             min_interval: ms(config.cluster.refresh_min_interval_ms),
+            observer: Arc::new(crate::metrics::TopologyMetrics),
             ..RefreshConfig::new(Vec::new())
         },
         Some(on_update),
