@@ -235,12 +235,31 @@ async fn start_admin(
         return Ok(None);
     }
     let ctx = crate::admin::AdminContext {
-        shared: shared.clone(),
+        view: shared.clone(),
+        metrics: shared.metrics.clone(),
         topology: topology.clone(),
         fetch: fetch_options(&shared.config, &shared.tls),
     };
     let addr = crate::admin::start(listen, ctx, shutdown.clone(), tasks).await?;
     Ok(Some(addr))
+}
+
+impl crate::admin::ClusterView for Shared {
+    fn routing(&self) -> Option<crate::admin::RoutingView> {
+        let table = self.router.table();
+        let t = table.as_ref()?;
+        Some(crate::admin::RoutingView {
+            topology: t.topology.clone(),
+            primaries: t
+                .primaries()
+                .iter()
+                .map(|p| crate::admin::PrimaryLink {
+                    addr: p.addr(),
+                    connected: p.is_connected(),
+                })
+                .collect(),
+        })
+    }
 }
 
 fn conn_template(config: &Config, tls: &TlsSetup) -> ConnSettings {
