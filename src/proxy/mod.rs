@@ -153,7 +153,7 @@ impl Proxy {
         );
         let dedicated = Arc::new(DedicatedPool::new(
             dedicated_template(&config, &tls),
-            config.backend.budgets(),
+            crate::backend::Budgets::from(&config.backend),
         ));
         let shared = Arc::new(Shared {
             dedicated,
