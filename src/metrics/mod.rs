@@ -12,14 +12,14 @@
 //! - [`export`]: families rendered at scrape time (latency, slots, shards, hot keys) next to
 //!   the recorder's.
 
-pub mod commands;
-pub mod export;
-pub mod global;
-pub mod histogram;
-pub mod names;
-pub mod session;
-pub mod shard;
-pub mod slots;
+pub(crate) mod commands;
+pub(crate) mod export;
+pub(crate) mod global;
+pub(crate) mod histogram;
+pub(crate) mod names;
+pub(crate) mod session;
+pub(crate) mod shard;
+pub(crate) mod slots;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

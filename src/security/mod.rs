@@ -7,10 +7,10 @@
 //! rules are compiled per command table (see [`policy::SpecSet`]), never re-read per request.
 
 pub mod access;
-pub mod auth;
+pub(crate) mod auth;
 mod glob;
-pub mod limits;
-pub mod policy;
+pub(crate) mod limits;
+pub(crate) mod policy;
 pub mod scripts;
 mod secret;
 pub mod upstream;
