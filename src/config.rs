@@ -123,6 +123,8 @@ pub fn ms(v: u64) -> Duration {
 
 impl Config {
     /// Loads defaults, then the TOML file (if any), then `SLOTWAY_*` variables from `env`.
+    /// User rules and policy entries are checked by `security::access::validate`, which owns
+    /// their grammar (the binary runs it right after this).
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
