@@ -141,14 +141,10 @@ impl SpaceSaving {
             .collect();
     }
 
-    /// Keys counted.
+    /// Keys counted (the tests' view of the sketch's size).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.counters.len()
-    }
-
-    /// True when nothing was counted.
-    pub fn is_empty(&self) -> bool {
-        self.counters.is_empty()
     }
 }
 
@@ -223,6 +219,7 @@ impl Samples {
     }
 
     /// The buffer the keys are copied into, to check it is the samples' own.
+    #[cfg(test)]
     pub fn buffer(&self) -> &[u8] {
         &self.bytes
     }

@@ -102,28 +102,25 @@ fn main() -> Result<()> {
     if let Some(Command::Commands) = cli.command {
         print!(
             "{}",
-            slotway::command::reference::markdown(&slotway::command::CommandTable::builtin())
+            slotway::reference::markdown(&slotway::command::CommandTable::builtin())
         );
         return Ok(());
     }
     if let Some(Command::UpstreamAcl(args)) = &cli.command {
-        let config = Config::load(cli.run.config.as_deref(), std::env::vars())?;
+        let config = load_config(cli.run.config.as_deref())?;
         return print_upstream_acl(config, args.format);
     }
     if let Some(Command::Status) = cli.command {
         let admin = match &cli.run.admin {
             Some(a) => a.clone(),
-            None => Config::load(cli.run.config.as_deref(), std::env::vars())?
-                .admin
-                .listen
-                .clone(),
+            None => load_config(cli.run.config.as_deref())?.admin.listen.clone(),
         };
         if admin.trim().is_empty() {
             anyhow::bail!("slotway status needs --admin ADDR (or admin.listen in the config)");
         }
         std::process::exit(slotway::status::run(&admin));
     }
-    let mut config = Config::load(cli.run.config.as_deref(), std::env::vars())?;
+    let mut config = load_config(cli.run.config.as_deref())?;
     if let Some(listen) = &cli.run.listen {
         config.listen = listen.clone();
     }
@@ -146,6 +143,14 @@ fn main() -> Result<()> {
             run_local(config, args)
         }
     }
+}
+
+/// Loads the config (defaults, file, `SLOTWAY_*`) and checks its access rules, so a bad rule
+/// is reported at load with its key, before anything starts.
+fn load_config(file: Option<&std::path::Path>) -> Result<Config> {
+    let config = Config::load(file, std::env::vars())?;
+    slotway::security::access::validate(&config)?;
+    Ok(config)
 }
 
 /// Prints the upstream user for `config`'s policy; the password is `cluster.password` (or
@@ -186,7 +191,7 @@ fn init_logging(config: &Config) -> Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if config.log.format == "json" {
+    if config.log.format == slotway::config::LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

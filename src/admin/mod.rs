@@ -4,6 +4,9 @@
 //!
 //! It binds where `admin.listen` says; a bare port (`9090` or `:9090`) binds loopback only, so
 //! the endpoint is exposed beyond the machine only when an address says so explicitly.
+//!
+//! It sits below the proxy: what it shows of the routing state comes through [`ClusterView`],
+//! which the proxy implements, so the admin layer never names the proxy's types.
 
 pub mod http;
 pub mod report;
@@ -18,8 +21,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::fetch::FetchOptions;
 use crate::cluster::refresh::TopologyHandle;
-use crate::metrics;
-use crate::proxy::Shared;
+use crate::cluster::topology::Topology;
+use crate::metrics::{self, ProxyMetrics};
 use http::{Request, Response};
 
 /// Why the admin endpoint could not start.
@@ -35,11 +38,43 @@ pub enum AdminError {
     },
 }
 
-/// What the endpoint reads: the proxy's shared state and its topology.
+/// One primary the router sends to, and whether it has a live connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrimaryLink {
+    /// The address the proxy connects to.
+    pub addr: SocketAddr,
+    /// True while at least one connection to it is up.
+    pub connected: bool,
+}
+
+/// The routing state at one moment: the topology the router routes by and its primaries.
+#[derive(Debug, Clone)]
+pub struct RoutingView {
+    /// The topology in force.
+    pub topology: Arc<Topology>,
+    /// One entry per shard of `topology`, in its shard order.
+    pub primaries: Vec<PrimaryLink>,
+}
+
+/// What the endpoint needs from the proxy's router (implemented by the proxy).
+pub trait ClusterView: Send + Sync {
+    /// The routing state, or None before any topology was installed.
+    fn routing(&self) -> Option<RoutingView>;
+}
+
+impl<T: ClusterView + ?Sized> ClusterView for Arc<T> {
+    fn routing(&self) -> Option<RoutingView> {
+        (**self).routing()
+    }
+}
+
+/// What the endpoint reads: the routing state, the metrics and the topology.
 #[derive(Clone)]
 pub struct AdminContext {
-    /// The proxy's shared state (router, config, metrics).
-    pub shared: Arc<Shared>,
+    /// The router's view of the cluster (readiness, primary links).
+    pub view: Arc<dyn ClusterView>,
+    /// Slow log, shard totals and the `[metrics]` settings.
+    pub metrics: Arc<ProxyMetrics>,
     /// The topology refresher.
     pub topology: TopologyHandle,
     /// Connection settings for `DBSIZE` on the primaries.
@@ -115,7 +150,7 @@ async fn route(req: &Request, ctx: &AdminContext) -> Response {
     }
     match req.path.as_str() {
         "/healthz" => Response::text(200, "ok\n"),
-        "/readyz" => match report::readiness(&ctx.shared) {
+        "/readyz" => match report::readiness(ctx.view.as_ref()) {
             Ok(()) => Response::text(200, "ready\n"),
             Err(reason) => Response::text(503, format!("not ready: {reason}\n")),
         },
@@ -125,7 +160,13 @@ async fn route(req: &Request, ctx: &AdminContext) -> Response {
             body: render_metrics(ctx).into_bytes(),
         },
         "/cluster" => {
-            let r = report::build(&ctx.shared, ctx.topology.current(), &ctx.fetch).await;
+            let r = report::build(
+                ctx.view.as_ref(),
+                &ctx.metrics,
+                ctx.topology.current(),
+                &ctx.fetch,
+            )
+            .await;
             match serde_json::to_vec_pretty(&r) {
                 Ok(body) => Response {
                     status: 200,
@@ -148,10 +189,10 @@ pub fn render_metrics(ctx: &AdminContext) -> String {
         g.slot_map_age.set(t.fetched_at.elapsed().as_secs_f64());
         g.slots_covered.set(t.assigned_slots() as f64);
     }
-    let ready = report::readiness(&ctx.shared).is_ok();
+    let ready = report::readiness(ctx.view.as_ref()).is_ok();
     g.ready.set(if ready { 1.0 } else { 0.0 });
     let mut out = metrics::install().map_or_else(String::new, |h| h.render());
-    metrics::export::render(&mut out, &ctx.shared.metrics);
+    metrics::export::render(&mut out, &ctx.metrics);
     out
 }
 

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::fetch::FetchOptions;
 use crate::cluster::topology::{Health, Topology, SLOTS};
 use crate::hotkeys;
-use crate::metrics::slots;
-use crate::proxy::Shared;
+use crate::metrics::{slots, ProxyMetrics};
+
+use super::ClusterView;
 
 /// How many hot slots the report lists.
 const HOT_SLOTS: usize = 10;
@@ -98,9 +99,8 @@ pub struct HotKeyReport {
 
 /// Why the proxy is not ready, or `Ok` when its slot map covers every slot and every primary
 /// has a live connection.
-pub fn readiness(shared: &Shared) -> Result<(), String> {
-    let table = shared.router.table();
-    let Some(t) = table.as_ref() else {
+pub fn readiness<V: ClusterView + ?Sized>(view: &V) -> Result<(), String> {
+    let Some(t) = view.routing() else {
         return Err("no cluster topology yet: no seed node has answered".into());
     };
     let topo = &t.topology;
@@ -111,11 +111,11 @@ pub fn readiness(shared: &Shared) -> Result<(), String> {
         ));
     }
     let numbers = slots::shard_numbers(topo);
-    for (i, pool) in t.primaries().iter().enumerate() {
+    for (i, link) in t.primaries.iter().enumerate() {
         // A failed primary whose slots a replica took over stays listed, serving nothing,
         // until it comes back as a replica: only primaries that serve slots matter.
         let serves = topo.shards.get(i).is_some_and(|s| !s.slots.is_empty());
-        if !serves || pool.is_connected() {
+        if !serves || link.connected {
             continue;
         }
         let id = topo
@@ -125,7 +125,7 @@ pub fn readiness(shared: &Shared) -> Result<(), String> {
             .map_or("?", |n| n.id.as_str());
         return Err(format!(
             "primary {id} at {} (shard {}) is not connected",
-            pool.addr(),
+            link.addr,
             numbers.get(i).copied().unwrap_or(i)
         ));
     }
@@ -134,12 +134,12 @@ pub fn readiness(shared: &Shared) -> Result<(), String> {
 
 /// Builds the report, asking every primary for DBSIZE concurrently.
 pub async fn build(
-    shared: &Arc<Shared>,
+    view: &dyn ClusterView,
+    m: &ProxyMetrics,
     topology: Option<Arc<Topology>>,
     opts: &FetchOptions,
 ) -> ClusterReport {
-    let ready = readiness(shared);
-    let m = &shared.metrics;
+    let ready = readiness(view);
     let hot_keys = if m.config.enabled && m.config.hot_keys > 0 {
         hotkeys::top(m.config.hot_keys)
             .into_iter()
@@ -173,7 +173,7 @@ pub async fn build(
     let totals = m.shards.totals();
     report.ops = totals.iter().sum();
     let numbers = slots::shard_numbers(&t);
-    let connected = primary_links(shared);
+    let connected = primary_links(view);
     let mut keys = Vec::new();
     for shard in &t.shards {
         let addr = t.nodes[shard.primary].addr.to_string();
@@ -220,13 +220,12 @@ pub async fn build(
 }
 
 /// Addresses of primaries the proxy has a live connection to.
-fn primary_links(shared: &Shared) -> Vec<std::net::SocketAddr> {
-    let table = shared.router.table();
-    table.as_ref().map_or_else(Vec::new, |t| {
-        t.primaries()
+fn primary_links(view: &dyn ClusterView) -> Vec<std::net::SocketAddr> {
+    view.routing().map_or_else(Vec::new, |t| {
+        t.primaries
             .iter()
-            .filter(|p| p.is_connected())
-            .map(|p| p.addr())
+            .filter(|p| p.connected)
+            .map(|p| p.addr)
             .collect()
     })
 }

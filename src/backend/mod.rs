@@ -17,6 +17,17 @@ use tokio::sync::mpsc;
 
 use crate::protocol::ReplyKind;
 
+impl From<&crate::config::BackendConfig> for Budgets {
+    /// The per-node caps of dedicated connections the `[backend]` settings give, by kind.
+    fn from(b: &crate::config::BackendConfig) -> Self {
+        Self {
+            blocking: b.max_dedicated_per_node,
+            transaction: b.max_transaction_per_node,
+            subscriber: b.max_subscriber_per_node,
+        }
+    }
+}
+
 /// Deepest reply nesting accepted from a node.
 pub const MAX_REPLY_DEPTH: usize = 64;
 

@@ -21,5 +21,8 @@ pub mod topology;
 
 pub use error::{InvalidTopology, TopologyError};
 pub use fetch::{call, fetch_topology, fetch_topology_via, FetchMethod, FetchOptions};
-pub use refresh::{spawn_refresher, RefreshConfig, RefreshStats, TopologyHandle, UpdateHook};
+pub use refresh::{
+    spawn_refresher, NoObserver, RefreshConfig, RefreshObserver, RefreshStats, TopologyHandle,
+    UpdateHook,
+};
 pub use topology::{Health, Node, Role, Shard, Topology};

@@ -19,6 +19,23 @@ use super::round::{real_fetcher, Fetcher, Refresher};
 use super::suspect::Suspects;
 use super::topology::Topology;
 
+/// What the refresher reports about its work. The cluster layer records no metrics itself (it sits
+/// below `metrics`); the proxy passes an observer that does. Every method defaults to doing nothing.
+pub trait RefreshObserver: Send + Sync + std::fmt::Debug {
+    /// A refresh round ended after `took`; `ok` when it published (or confirmed) a snapshot.
+    fn round_finished(&self, _ok: bool, _took: Duration) {}
+    /// A snapshot with a changed layout was published (before the epoch moves).
+    fn topology_changed(&self, _topology: &Topology) {}
+    /// A node known as a replica became a primary.
+    fn failover(&self) {}
+}
+
+/// The observer that records nothing, for refreshers started without one (tests, tools).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl RefreshObserver for NoObserver {}
+
 /// Settings of the refresher.
 #[derive(Debug, Clone)]
 pub struct RefreshConfig {
@@ -34,6 +51,8 @@ pub struct RefreshConfig {
     pub suspect_poll: Duration,
     /// How long one report of a failed primary keeps the fast polling going (default 10 s).
     pub suspect_window: Duration,
+    /// Told about rounds, changes and failovers (default: [`NoObserver`]).
+    pub observer: Arc<dyn RefreshObserver>,
 }
 
 impl RefreshConfig {
@@ -46,6 +65,7 @@ impl RefreshConfig {
             min_interval: Duration::from_millis(50),
             suspect_poll: Duration::from_millis(50),
             suspect_window: Duration::from_secs(10),
+            observer: Arc::new(NoObserver),
         }
     }
 }
@@ -84,6 +104,7 @@ pub(crate) struct Shared {
     pub(crate) fetches: AtomicU64,
     pub(crate) completed: watch::Sender<Option<Completion>>,
     on_update: Option<UpdateHook>,
+    observer: Arc<dyn RefreshObserver>,
     /// Orders publishers so each change is diffed against its true predecessor and hooks run in order.
     publish_lock: Mutex<()>,
     /// Primaries whose connections failed, polled for quickly until a new map replaces them.
@@ -91,7 +112,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn new(on_update: Option<UpdateHook>, suspect_window: Duration) -> Self {
+    fn new(
+        on_update: Option<UpdateHook>,
+        observer: Arc<dyn RefreshObserver>,
+        suspect_window: Duration,
+    ) -> Self {
         Shared {
             current: ArcSwapOption::empty(),
             epoch: watch::Sender::new(0),
@@ -101,6 +126,7 @@ impl Shared {
             fetches: AtomicU64::new(0),
             completed: watch::Sender::new(None),
             on_update,
+            observer,
             publish_lock: Mutex::new(()),
             suspects: Suspects::new(suspect_window),
         }
@@ -142,15 +168,13 @@ impl Shared {
                     tracing::debug!(change = %diff, "topology: redirect applied");
                 } else if !diff.is_empty() {
                     tracing::info!(change = %diff, slots = new.assigned_slots(), "topology changed");
-                    log_events(&old, &new);
+                    log_events(&old, &new, self.observer.as_ref());
                 }
                 !diff.is_empty()
             }
         };
         if changed {
-            let g = crate::metrics::global();
-            g.topology_changes.increment(1);
-            g.slots_covered.set(new.assigned_slots() as f64);
+            self.observer.topology_changed(&new);
             // The hook runs before the epoch moves, so epoch subscribers see its effects.
             if let Some(hook) = &self.on_update {
                 hook(&new);
@@ -175,9 +199,9 @@ impl Shared {
     }
 }
 
-/// One line per failover (a known node became primary) and per node added or removed; counts
-/// failovers in `slotway_failovers_total`.
-fn log_events(old: &Topology, new: &Topology) {
+/// One line per failover (a known node became primary) and per node added or removed; tells
+/// `observer` of each failover.
+fn log_events(old: &Topology, new: &Topology, observer: &dyn RefreshObserver) {
     for (_, node) in new.primaries() {
         let Some((_, before)) = old.node_by_id(&node.id) else {
             continue;
@@ -190,7 +214,7 @@ fn log_events(old: &Topology, new: &Topology) {
                         .map_or(true, |(_, n)| n.role != super::topology::Role::Primary)
                 })
                 .map_or_else(String::new, |(_, p)| format!("{}@{}", p.id, p.addr));
-            crate::metrics::global().failovers.increment(1);
+            observer.failover();
             tracing::warn!(
                 new_primary = %format!("{}@{}", node.id, node.addr),
                 replaced = %replaced,
@@ -319,7 +343,11 @@ pub(crate) fn spawn_with_fetcher(
     on_update: Option<UpdateHook>,
     cancel: CancellationToken,
 ) -> TopologyHandle {
-    let shared = Arc::new(Shared::new(on_update, cfg.suspect_window));
+    let shared = Arc::new(Shared::new(
+        on_update,
+        Arc::clone(&cfg.observer),
+        cfg.suspect_window,
+    ));
     let stop = cancel.child_token();
     let refresher = Refresher::new(cfg, fetcher, Arc::clone(&shared), stop.clone());
     tokio::spawn(refresher.run());

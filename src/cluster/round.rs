@@ -112,7 +112,7 @@ impl Refresher {
                 _ = stop.cancelled() => break,
                 result = self.round() => result,
             };
-            crate::metrics::topology_refreshed(
+            self.cfg.observer.round_finished(
                 result.is_ok(),
                 last_start.map_or(Duration::ZERO, |t| t.elapsed()),
             );

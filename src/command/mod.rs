@@ -9,7 +9,6 @@ mod builtin;
 mod flags;
 mod keys;
 mod learn;
-pub mod reference;
 mod request;
 mod spec;
 
@@ -18,6 +17,8 @@ pub use keys::KeyError;
 pub use learn::CommandError;
 pub use request::Request;
 pub use spec::{BeginSearch, CommandSpec, FindKeys, KeySpec, Merge, Policy};
+// The command reference (`crate::reference`) names the key-finding quirk of XREAD.
+pub(crate) use spec::Quirk;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -12,14 +12,14 @@
 //! - [`export`]: families rendered at scrape time (latency, slots, shards, hot keys) next to
 //!   the recorder's.
 
-pub mod commands;
-pub mod export;
-pub mod global;
-pub mod histogram;
-pub mod names;
-pub mod session;
-pub mod shard;
-pub mod slots;
+pub(crate) mod commands;
+pub(crate) mod export;
+pub(crate) mod global;
+pub(crate) mod histogram;
+pub(crate) mod names;
+pub(crate) mod session;
+pub(crate) mod shard;
+pub(crate) mod slots;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -137,13 +137,28 @@ pub fn backend_histograms() -> Vec<(String, Arc<histogram::AtomicHistogram>)> {
         .collect()
 }
 
-/// Records one finished topology refresh round.
-pub fn topology_refreshed(ok: bool, took: Duration) {
-    let g = global();
-    if ok {
-        g.refresh_ok.increment(1);
-    } else {
-        g.refresh_error.increment(1);
+/// Records what the topology refresher reports: rounds, layout changes and failovers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TopologyMetrics;
+
+impl crate::cluster::RefreshObserver for TopologyMetrics {
+    fn round_finished(&self, ok: bool, took: Duration) {
+        let g = global();
+        if ok {
+            g.refresh_ok.increment(1);
+        } else {
+            g.refresh_error.increment(1);
+        }
+        g.refresh_duration.record(took.as_secs_f64());
     }
-    g.refresh_duration.record(took.as_secs_f64());
+
+    fn topology_changed(&self, topology: &crate::cluster::topology::Topology) {
+        let g = global();
+        g.topology_changes.increment(1);
+        g.slots_covered.set(topology.assigned_slots() as f64);
+    }
+
+    fn failover(&self) {
+        global().failovers.increment(1);
+    }
 }

@@ -151,7 +151,7 @@ impl Proxy {
         );
         let dedicated = Arc::new(DedicatedPool::new(
             dedicated_template(&config, &tls),
-            config.backend.budgets(),
+            crate::backend::Budgets::from(&config.backend),
         ));
         let shared = Arc::new(Shared {
             dedicated,
@@ -233,12 +233,31 @@ async fn start_admin(
         return Ok(None);
     }
     let ctx = crate::admin::AdminContext {
-        shared: shared.clone(),
+        view: shared.clone(),
+        metrics: shared.metrics.clone(),
         topology: topology.clone(),
         fetch: fetch_options(&shared.config, &shared.tls),
     };
     let addr = crate::admin::start(listen, ctx, shutdown.clone(), tasks).await?;
     Ok(Some(addr))
+}
+
+impl crate::admin::ClusterView for Shared {
+    fn routing(&self) -> Option<crate::admin::RoutingView> {
+        let table = self.router.table();
+        let t = table.as_ref()?;
+        Some(crate::admin::RoutingView {
+            topology: t.topology.clone(),
+            primaries: t
+                .primaries()
+                .iter()
+                .map(|p| crate::admin::PrimaryLink {
+                    addr: p.addr(),
+                    connected: p.is_connected(),
+                })
+                .collect(),
+        })
+    }
 }
 
 fn conn_template(config: &Config, tls: &TlsSetup) -> ConnSettings {
@@ -317,6 +336,7 @@ fn start_refresher(
             period: ms(config.cluster.refresh_interval_ms),
             fetch: fetch_options(config, tls),
             min_interval: ms(config.cluster.refresh_min_interval_ms),
+            observer: Arc::new(crate::metrics::TopologyMetrics),
             ..RefreshConfig::new(Vec::new())
         },
         Some(on_update),

@@ -6,10 +6,11 @@
 //! costs one command lookup plus one hash probe of a precomputed set in the common case:
 //! rules are compiled per command table (see [`policy::SpecSet`]), never re-read per request.
 
-pub mod auth;
+pub mod access;
+pub(crate) mod auth;
 mod glob;
-pub mod limits;
-pub mod policy;
+pub(crate) mod limits;
+pub(crate) mod policy;
 pub mod scripts;
 mod secret;
 pub mod upstream;
@@ -43,6 +44,9 @@ pub enum SecurityError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The access settings contradict each other or the rule grammar.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A command rule or policy entry is malformed.
     #[error("invalid command rule {rule:?}: {reason}")]
     Rule {
@@ -105,6 +109,7 @@ impl ClientState {
 impl Security {
     /// Builds users and policy from the config, reading password files.
     pub fn from_config(config: &Config) -> Result<Self, SecurityError> {
+        access::validate(config)?;
         Ok(Self {
             users: Users::from_config(&config.auth)?,
             policy: CommandPolicy::new(&config.policy.deny, &policy_allow(config))?,

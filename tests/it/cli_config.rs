@@ -107,3 +107,43 @@ fn a_bad_config_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no seed nodes"));
 }
+
+#[test]
+fn a_wrong_choice_is_refused_at_load_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[cluster]\nread_policy = \"nearest\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slotway"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in ["read_policy", "nearest", "prefer-replica"] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_slotway"))
+        .env("SLOTWAY_LOG_FORMAT", "xml")
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("log.format") && stderr.contains("xml"),
+        "{stderr}"
+    );
+
+    // A bad rule is refused at load too, now that security checks it.
+    std::fs::write(&file, "[policy]\ndeny = [\"@nonsense\"]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slotway"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("policy.deny"), "{stderr}");
+}

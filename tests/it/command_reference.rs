@@ -1,7 +1,8 @@
 //! `docs/commands.md` is generated from the command table; this test fails when the committed
 //! file no longer matches what the code generates.
 
-use slotway::command::{reference, CommandTable};
+use slotway::command::CommandTable;
+use slotway::reference;
 
 #[test]
 fn committed_command_reference_is_current() {

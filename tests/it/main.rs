@@ -23,6 +23,7 @@ mod drain;
 mod failover;
 mod hardening;
 mod idle_clients;
+mod layering;
 mod local_cli;
 mod local_cluster;
 mod net_dial;

@@ -67,7 +67,9 @@ fn write_replicated(proxy: &TestProxy, key: &str, replicas: &[String]) {
 /// then checks that further reads never reach the primary.
 fn reads_go_to_replicas(policy: &str) -> Vec<u64> {
     let cluster = TestCluster::start();
-    let proxy = TestProxy::start_with(cluster.seeds(), |c| c.cluster.read_policy = policy.into());
+    let proxy = TestProxy::start_with(cluster.seeds(), |c| {
+        c.cluster.read_policy = policy.parse().unwrap()
+    });
     let key = "read-policy-key";
     let primary = cluster.primary_for_key(key);
     let replicas = replicas_of(&primary);
@@ -121,7 +123,7 @@ fn replica_round_robin_spreads_reads_over_every_replica() {
 fn a_dead_replica_is_skipped_without_errors() {
     let mut cluster = TestCluster::start();
     let proxy = TestProxy::start_with(cluster.seeds(), |c| {
-        c.cluster.read_policy = "replica-round-robin".into()
+        c.cluster.read_policy = "replica-round-robin".parse().unwrap()
     });
     let key = "skip-dead-replica";
     let primary = cluster.primary_for_key(key);

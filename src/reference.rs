@@ -2,15 +2,18 @@
 //!
 //! Generated, never hand-written, so it cannot drift: the group and route of each command come from the
 //! table's [`Policy`] refined by the proxy's own classifier (`crate::proxy::classify`) run on a minimal
-//! request, and the default deny list comes from `crate::security::policy::DEFAULT_DENY`. This is why a
-//! module of the command layer looks up at the proxy: the reference documents their combination.
+//! request, and the default deny list comes from `crate::security::policy::DEFAULT_DENY`. It documents
+//! the command table and the proxy together, so it sits above both (beside `status`), and the command
+//! layer itself imports nothing from the proxy.
 
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use super::spec::Quirk;
-use super::{BeginSearch, CommandFlags, CommandSpec, CommandTable, FindKeys, KeySpecFlags, Merge};
-use super::{KeySpec, Policy};
+use crate::command::Quirk;
+use crate::command::{
+    BeginSearch, CommandFlags, CommandSpec, CommandTable, FindKeys, KeySpecFlags,
+};
+use crate::command::{KeySpec, Merge, Policy};
 use crate::proxy::introspect::Query;
 use crate::proxy::merge::Combine;
 use crate::proxy::{classify, Decision, Fan, LocalCmd};
@@ -247,7 +250,10 @@ fn classified(table: &CommandTable, spec: &CommandSpec) -> (Group, String) {
     }
     let (req, args) = minimal_request(spec);
     let req = bytes::Bytes::from(req);
-    let decision = classify(&super::Request::new(table, &req, &args), &mut Vec::new());
+    let decision = classify(
+        &crate::command::Request::new(table, &req, &args),
+        &mut Vec::new(),
+    );
     let text = |s: &str| s.to_owned();
     match decision {
         Decision::Forward { slot: None, .. } | Decision::Eval { slot: None, .. } => {
