@@ -332,7 +332,7 @@ impl Session {
             psub,
             ssub,
             self.queued_count(),
-            self.rbuf.capacity(),
+            self.io.rbuf.capacity(),
             cmd,
             self.shared.security.user_name(&self.sec),
             c.proto

@@ -21,7 +21,6 @@ use super::{error_frame, Pending, Session};
 use crate::backend::{Completion, DurableWait, NodePool, Outcome};
 use crate::command::CommandFlags;
 use crate::protocol::resp3::{to_resp3, Shape};
-use crate::proxy::classify::{Decision, LocalCmd};
 use crate::proxy::pinned::{blocking_limit, Job, JobKind, PinContext, PinnedHandle};
 use crate::proxy::reshape::shape_for;
 use crate::proxy::retry::RetryLane;
@@ -119,7 +118,7 @@ impl Session {
 
     /// Sends the held request once everything before it has been answered.
     pub(super) async fn resume_held(&mut self) {
-        if !self.pending.is_empty() || self.modes.barrier {
+        if !self.pipe.is_empty() || self.modes.barrier {
             return;
         }
         if let Some((raw, args)) = self.modes.held.take() {
@@ -129,51 +128,11 @@ impl Session {
 
     /// Holds `raw` when earlier requests are still unanswered; true when held.
     pub(super) fn hold_if_busy(&mut self, raw: &Bytes, args: &[Range<usize>]) -> bool {
-        if self.pending.is_empty() {
+        if self.pipe.is_empty() {
             return false;
         }
         self.modes.held = Some((raw.clone(), args.to_vec()));
         true
-    }
-
-    /// True when the decision (or the session's mode) needs the mode-aware dispatcher.
-    pub(super) fn is_special(&self, decision: &Decision) -> bool {
-        matches!(
-            decision,
-            Decision::Transaction(_) | Decision::Subscription | Decision::Blocking { .. }
-        ) || self.modes.tx.is_some()
-            || (self.modes.subscribed() && !self.client.resp3())
-    }
-
-    /// Dispatches a request under the session's modes.
-    pub(super) async fn dispatch_special(
-        &mut self,
-        decision: Decision,
-        raw: Bytes,
-        args: &[Range<usize>],
-    ) {
-        if self.modes.tx.is_some() {
-            return self.queue_in_tx(decision, raw, args).await;
-        }
-        if self.modes.subscribed() && !self.client.resp3() {
-            match &decision {
-                Decision::Subscription
-                | Decision::Error(_)
-                | Decision::Local(LocalCmd::Quit | LocalCmd::Reset) => {}
-                Decision::Local(LocalCmd::Ping(msg)) => {
-                    return self.subscribed_pong(&raw, args, *msg)
-                }
-                _ => return self.refuse_while_subscribed(&raw, args),
-            }
-        }
-        match decision {
-            Decision::Transaction(cmd) => self.transaction(cmd, raw, args).await,
-            Decision::Subscription => self.subscription(&raw, args),
-            Decision::Blocking { slot } => self.blocking(slot, raw, args),
-            Decision::Local(cmd) => self.local(cmd, &raw, args),
-            Decision::Error(msg) => self.push_error(&msg),
-            _ => self.push_error("ERR slotway: internal routing error"),
-        }
     }
 
     /// Handles completions that bypass redirects and retries; returns the others.
@@ -192,8 +151,8 @@ impl Session {
             self.on_refused(&c.raw);
             return None;
         }
-        let idx = usize::try_from(c.tag.seq.checked_sub(self.base_seq)?).ok()?;
-        if !matches!(self.pending.get(idx), Some(Pending::Pinned)) {
+        let idx = self.pipe.index(c.tag.seq)?;
+        if !matches!(self.pipe.pending.get(idx), Some(Pending::Pinned)) {
             return Some(c);
         }
         let execs = &mut self.modes.shared_execs;
@@ -261,7 +220,7 @@ impl Session {
     }
 
     /// A blocking command: its own dedicated connection, so it never stalls other clients.
-    fn blocking(&mut self, slot: Option<u16>, raw: Bytes, args: &[Range<usize>]) {
+    pub(super) fn blocking(&mut self, slot: Option<u16>, raw: Bytes, args: &[Range<usize>]) {
         if self.hold_if_busy(&raw, args) {
             return;
         }
@@ -304,17 +263,6 @@ impl Session {
         cluster
             .durable_writes
             .then(|| DurableWait::new(cluster.durable_replicas, cluster.durable_timeout_ms))
-    }
-
-    /// True for a request that runs a script (`EVAL`, `EVALSHA`, `FCALL` and `_RO` forms).
-    pub(super) fn runs_script(&self, raw: &[u8], args: &[Range<usize>]) -> bool {
-        let table = self.shared.router.commands();
-        table.resolve(raw, args).is_some_and(|spec| {
-            matches!(
-                spec.name.as_str(),
-                "eval" | "eval_ro" | "evalsha" | "evalsha_ro" | "fcall" | "fcall_ro"
-            )
-        })
     }
 
     /// A script for a RESP3 client. Its reply depends on the protocol of the connection that
@@ -367,13 +315,10 @@ impl Session {
 
     /// Remembers the reply shape of the forwarded request at `seq`, if one was queued there.
     pub(super) fn note_shape(&mut self, seq: u64, shape: Shape) {
-        let Some(idx) = seq
-            .checked_sub(self.base_seq)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
+        let Some(idx) = self.pipe.index(seq) else {
             return;
         };
-        match self.pending.get(idx) {
+        match self.pipe.pending.get(idx) {
             None | Some(Pending::Ready(_) | Pending::Pinned) => {}
             Some(_) => self.modes.notes.push_back((seq, shape)),
         }

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use super::{Pending, Session};
 use crate::cluster::slot::key_slot;
 use crate::protocol::{encode, resp3::push_form};
+use crate::proxy::classify::{Decision, LocalCmd};
 use crate::proxy::subscriber::{Backlog, Kind, Subscriber, PUSH_TAG};
 
 /// What a subscribed client has.
@@ -208,12 +209,7 @@ impl Session {
     }
 
     /// PING while subscribed (RESP2): `pong` and the message as an array, as Redis answers.
-    pub(super) fn subscribed_pong(
-        &mut self,
-        raw: &[u8],
-        args: &[Range<usize>],
-        msg: Option<usize>,
-    ) {
+    fn subscribed_pong(&mut self, raw: &[u8], args: &[Range<usize>], msg: Option<usize>) {
         let mut out = BytesMut::new();
         encode::array_header(&mut out, 2);
         encode::bulk(&mut out, b"pong");
@@ -221,8 +217,27 @@ impl Session {
         self.push_reply(out.freeze());
     }
 
+    /// A request from a RESP2 client with subscriptions: only the subscription commands,
+    /// PING (in its subscribed form), QUIT and RESET run, as in Redis.
+    pub(super) fn while_subscribed(
+        &mut self,
+        decision: Decision,
+        raw: Bytes,
+        args: &[Range<usize>],
+    ) {
+        match decision {
+            Decision::Subscription => self.subscription(&raw, args),
+            Decision::Error(msg) => self.push_error(&msg),
+            Decision::Local(LocalCmd::Ping(msg)) => self.subscribed_pong(&raw, args, msg),
+            Decision::Local(cmd @ (LocalCmd::Quit | LocalCmd::Reset)) => {
+                self.local(cmd, &raw, args)
+            }
+            _ => self.refuse_while_subscribed(&raw, args),
+        }
+    }
+
     /// Any other command while subscribed (RESP2): Redis's error.
-    pub(super) fn refuse_while_subscribed(&mut self, raw: &[u8], args: &[Range<usize>]) {
+    fn refuse_while_subscribed(&mut self, raw: &[u8], args: &[Range<usize>]) {
         let name = {
             let table = self.shared.router.commands();
             table
@@ -265,11 +280,9 @@ impl Session {
         );
         self.modes.pubsub = None;
         self.closing = true;
-        self.rbuf.clear();
-        self.pending.clear();
-        self.queued = 0;
-        self.requests = super::inflight::RequestBytes::default();
-        self.wbuf.clear();
+        self.io.rbuf.clear();
+        self.pipe.discard();
+        self.io.wbuf.clear();
     }
 }
 
