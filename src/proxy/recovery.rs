@@ -14,18 +14,21 @@
 //!   retries after a transient error or a lost connection stop at one deadline;
 //! - a lost connection re-sends only what certainly was not written, or a read: a write that
 //!   may have run is an error for the client, never a silent re-send.
+//!
+//! [`exec_reply`] is the same kind of decision for a `MULTI … EXEC` sent on a shared
+//! connection, which is judged but never redirected or re-sent.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::trust::{self, Gate, Verdict, Wrap};
 use crate::backend::{BackendError, Outcome};
 use crate::cluster::topology::Topology;
 use crate::metrics::RetryReason;
-use crate::protocol::{classify_error, ReplyKind, ServerError};
+use crate::protocol::{classify_error, encode, ReplyKind, ResponseScanner, ServerError};
 
 /// What a session remembers about a forwarded request, for redirects and retries.
 pub(crate) struct Waiting {
@@ -243,6 +246,13 @@ pub(crate) fn failure_message(err: &BackendError) -> String {
     }
 }
 
+/// A proxy-made error reply (`msg` without the leading `-`).
+pub(crate) fn error_frame(msg: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(msg.len() + 3);
+    encode::error(&mut out, msg);
+    out.freeze()
+}
+
 /// The `reason` label of a retry after an error reply.
 fn retry_reason(e: &ServerError<'_>) -> RetryReason {
     match e {
@@ -251,6 +261,53 @@ fn retry_reason(e: &ServerError<'_>) -> RetryReason {
         ServerError::MasterDown => RetryReason::MasterDown,
         ServerError::ReadOnly => RetryReason::ReadOnly,
         _ => RetryReason::ClusterDown,
+    }
+}
+
+/// The client's reply to a `MULTI … EXEC` sent on a shared connection, from the run of
+/// `replies` frames (MULTI's, one per queued command, EXEC's) or the failure. A routing
+/// error while queuing or for EXEC (the slot moved, the node is failing over) means Redis
+/// ran nothing:
+/// it becomes a clear error, and true says the topology should be refreshed; the request is
+/// never re-sent.
+pub(crate) fn exec_reply(outcome: Outcome, replies: u32) -> (Bytes, bool) {
+    let run = match outcome {
+        Outcome::Reply(run, _) => run,
+        Outcome::Failed(err) => {
+            let what = if err.retry_safe() {
+                "transaction not run (nothing was executed)"
+            } else {
+                "connection lost during EXEC; the transaction may or may not have been applied"
+            };
+            return (error_frame(&format!("ERR slotway: {what}: {err}")), false);
+        }
+    };
+    let mut scanner = ResponseScanner::new(crate::backend::MAX_REPLY_DEPTH);
+    let mut frames = Vec::with_capacity(2);
+    let mut at = 0;
+    while let Ok(Some(r)) = scanner.scan(&run[at..]) {
+        frames.push((at..at + r.len, r.kind));
+        at += r.len;
+    }
+    // Durable mode puts one error in place of a run it could not confirm.
+    if frames.len() != replies as usize {
+        return (run, false);
+    }
+    // EXEC's own top-level error counts too: a slot moved since queuing makes the node
+    // discard the transaction (errors of the commands are inside EXEC's array).
+    for (range, kind) in &frames {
+        if *kind != ReplyKind::Error {
+            continue;
+        }
+        let frame = &run[range.clone()];
+        if classify_error(frame).is_cluster_change() {
+            let what = "transaction aborted (nothing was executed)";
+            return (crate::proxy::pinned::moving_error(what, frame), true);
+        }
+    }
+    match frames.last() {
+        Some((range, _)) => (run.slice(range.clone()), false),
+        None => (run, false),
     }
 }
 

@@ -358,3 +358,50 @@ fn recording_an_action_spends_its_budget() {
         (2, Some(now + LIMITS.retry_deadline))
     );
 }
+
+fn exec_run(run: &'static [u8]) -> Outcome {
+    Outcome::Reply(Bytes::from_static(run), ReplyKind::Other)
+}
+
+#[test]
+fn exec_reply_is_the_last_frame_of_the_run() {
+    let run = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n$1\r\nx\r\n";
+    let (frame, refresh) = exec_reply(exec_run(run), 4);
+    assert_eq!(&frame[..], b"*2\r\n:1\r\n$1\r\nx\r\n");
+    assert!(!refresh);
+    // Errors inside EXEC's array and EXECABORT are Redis's answer, passed on.
+    let run = b"+OK\r\n-ERR bad\r\n-EXECABORT Transaction discarded\r\n";
+    let (frame, _) = exec_reply(exec_run(run), 3);
+    assert_eq!(&frame[..], b"-EXECABORT Transaction discarded\r\n");
+}
+
+#[test]
+fn a_routing_error_while_queuing_is_a_clear_error() {
+    let run = b"+OK\r\n-MOVED 12 10.0.0.1:7000\r\n-EXECABORT Transaction discarded\r\n";
+    let (frame, refresh) = exec_reply(exec_run(run), 3);
+    let text = String::from_utf8_lossy(&frame);
+    assert!(
+        text.starts_with("-ERR slotway: transaction aborted (nothing was executed)"),
+        "{text}"
+    );
+    assert!(text.contains("MOVED 12"), "{text}");
+    assert!(refresh);
+    // EXEC itself redirected: the node discarded the transaction.
+    let run = b"+OK\r\n+QUEUED\r\n-MOVED 12 10.0.0.1:7000\r\n";
+    let (frame, refresh) = exec_reply(exec_run(run), 3);
+    assert!(String::from_utf8_lossy(&frame).contains("nothing was executed"));
+    assert!(refresh);
+}
+
+#[test]
+fn a_durability_error_or_a_failure_is_passed_on() {
+    let durable = b"-ERR slotway: the write was applied on the primary but only 0 of 2\r\n";
+    let (frame, _) = exec_reply(exec_run(durable), 3);
+    assert_eq!(&frame[..], &durable[..]);
+    let lost = Outcome::Failed(BackendError::Lost("n:1".into()));
+    let (frame, _) = exec_reply(lost, 3);
+    assert!(String::from_utf8_lossy(&frame).contains("may or may not have been applied"));
+    let unsent = Outcome::Failed(BackendError::NotSent("n:1".into()));
+    let (frame, _) = exec_reply(unsent, 3);
+    assert!(String::from_utf8_lossy(&frame).contains("nothing was executed"));
+}

@@ -8,16 +8,16 @@
 //! - `pipeline`: sequence numbers, the queue of requests in flight, in-order completion;
 //! - `apply`: carrying out what `proxy::recovery` decides about a forwarded request's
 //!   outcome (reply, redirect, re-route, reload, fail);
-//! - the modes: `client` (HELLO, CLIENT, RESET, RESP3 output), `modes` (pinned requests,
-//!   blocking commands, request barriers), `transaction` (MULTI/EXEC), `subscribe`
-//!   (Pub/Sub), and `parts` (fanned-out requests).
+//! - `modes/`: the connection modes, each owning its state: `modes/mod.rs` (pinned
+//!   requests, blocking commands, request barriers, the retry lane), `client` (HELLO,
+//!   CLIENT, RESET, RESP3 output), `transaction` (MULTI/EXEC), `subscribe` (Pub/Sub);
+//! - `parts`: sending and splitting fanned-out requests; `idle`: a client at rest.
 //!
 //! One GET: `io::read` → `dispatch::route` (scan, check, classify, `forward`) → the node's
 //! pool → a completion → `apply::on_completion` (`recovery::decide`: a plain reply) →
 //! `pipeline` (in order) → `io::flush`.
 
 mod apply;
-mod client;
 mod dispatch;
 mod idle;
 mod inflight;
@@ -25,20 +25,18 @@ mod io;
 mod modes;
 mod parts;
 mod pipeline;
-mod subscribe;
-mod transaction;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::backend::NodePool;
 use crate::metrics::SessionMetrics;
-use crate::protocol::{encode, RequestScanner};
+use crate::protocol::RequestScanner;
+use crate::proxy::recovery::error_frame;
 use crate::security::limits::{self, IdleTimer};
 use crate::security::ClientState;
 use crate::tls::ClientStream;
@@ -80,7 +78,7 @@ struct Session {
     /// Primaries this client sent writes to since its last WAIT.
     written: Vec<Arc<NodePool>>,
     /// What the client set on its connection: protocol, name.
-    client: client::ClientState,
+    client: modes::client::ClientState,
     /// Transaction, pinned connection, subscriptions, held request, retries.
     modes: modes::Modes,
     /// Per-request metric accumulators, flushed once per loop turn.
@@ -95,7 +93,7 @@ impl Session {
         id: usize,
         created: std::time::Instant,
     ) -> Self {
-        let client = client::ClientState::new(id, &stream, created);
+        let client = modes::client::ClientState::new(id, &stream, created);
         let metrics = SessionMetrics::new(
             shared.config.metrics.enabled,
             shared.config.metrics.hot_keys > 0,
@@ -241,11 +239,4 @@ impl Session {
         self.scanner = RequestScanner::new(self.shared.scan_limits);
         self.modes.release();
     }
-}
-
-/// A proxy-made error reply.
-fn error_frame(msg: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(msg.len() + 3);
-    encode::error(&mut out, msg);
-    out.freeze()
 }
