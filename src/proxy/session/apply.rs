@@ -31,14 +31,14 @@ impl Session {
         // releases its next retry only after it has been handled (`pump` in the serve loop).
         self.modes.retries.answered(c.tag);
         let Completion { tag, raw, outcome } = c;
-        if let Outcome::Failed(err) = &outcome {
-            self.shared.router.note_failure(err);
-        }
         let limits = self.limits();
         let router = &self.shared.router;
         let Some(w) = self.pipe.waiting_part(idx, tag.part) else {
             return;
         };
+        if let Outcome::Failed(err) = &outcome {
+            router.note_failure(err);
+        }
         let wrap = w.wrap;
         // Loaded only for an error reply: a plain reply costs no snapshot load and no clock.
         let topology = || router.table().as_ref().map(|t| t.topology.clone());
