@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::cluster::topology::Topology;
 use crate::net::{parse_port, NodeAddr};
-use crate::protocol::{encode, ReplyKind, ResponseScanner, ServerError};
+use crate::protocol::{encode, ReplyKind, ResponseScanner, RetryAction, ServerError};
 
 /// True for the commands that run a script or a function (their replies are the script's).
 pub fn is_script(name: &str) -> bool {
@@ -202,16 +202,15 @@ pub fn judge(
     topology: Option<&Topology>,
     confirmed: bool,
 ) -> Gate {
-    let (redirect_slot, addr, moved) = match *err {
-        ServerError::Moved { slot, addr } => (slot, addr, true),
-        ServerError::Ask { slot, addr } => (slot, addr, false),
-        ServerError::TryAgain => return Gate::Retry { refresh: false },
-        ServerError::ClusterDown
-        | ServerError::Loading
-        | ServerError::MasterDown
-        | ServerError::ReadOnly => return Gate::Retry { refresh: true },
-        ServerError::NoScript => return Gate::Reload,
-        ServerError::CrossSlot | ServerError::Other => return Gate::Data,
+    // The error table says what the code calls for; the gate adds who may be believed.
+    let (redirect_slot, addr, moved) = match (err.action(), *err) {
+        (RetryAction::Redirect, ServerError::Moved { slot, addr }) => (slot, addr, true),
+        (RetryAction::AskRedirect, ServerError::Ask { slot, addr }) => (slot, addr, false),
+        (RetryAction::Redirect | RetryAction::AskRedirect, _) => return Gate::Data,
+        (RetryAction::RetryAfterBackoff, _) => return Gate::Retry { refresh: false },
+        (RetryAction::RefreshAndRetry, _) => return Gate::Retry { refresh: true },
+        (RetryAction::NoRetry, ServerError::NoScript) => return Gate::Reload,
+        (RetryAction::NoRetry, _) => return Gate::Data,
     };
     // Redis redirects only a command with keys, and only for the slot of those keys.
     if slot != Some(redirect_slot) {

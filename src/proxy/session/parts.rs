@@ -55,7 +55,7 @@ impl Session {
             Prepared::Send(state, sends) => (state, sends),
         };
         let seq = self.push_pending(Pending::Fanout(state)).seq;
-        let idx = self.pending.len() - 1;
+        let idx = self.pipe.len() - 1;
         // The parts bound for one node go as one request: one queue message, one reply slot
         // and one completion instead of one per slot. A durable part goes alone, since each
         // carries its own WAIT.
@@ -96,7 +96,7 @@ impl Session {
                     raw.extend_from_slice(r);
                 }
                 let lengths = members.iter().map(|(p, r)| (*p, r.len())).collect();
-                let Some(Pending::Fanout(f)) = self.pending.get_mut(idx) else {
+                let Some(Pending::Fanout(f)) = self.pipe.pending.get_mut(idx) else {
                     return;
                 };
                 let group = f.add_group(lengths);
@@ -158,9 +158,9 @@ impl Session {
     pub(super) fn on_group_completion(&mut self, group: u32, c: Completion) {
         let seq = c.tag.seq;
         let idx = seq
-            .checked_sub(self.base_seq)
+            .checked_sub(self.pipe.base_seq)
             .and_then(|i| usize::try_from(i).ok());
-        let members = match idx.and_then(|i| self.pending.get_mut(i)) {
+        let members = match idx.and_then(|i| self.pipe.pending.get_mut(i)) {
             Some(Pending::Fanout(f)) => f.take_group(group),
             _ => return,
         };

@@ -1,4 +1,5 @@
-//! The session's connection modes and the plumbing they share: requests answered by a pinned
+//! The session's connection modes (submodules `client`, `transaction`, `subscribe`, each
+//! owning its state) and the plumbing they share: requests answered by a pinned
 //! connection (`Pending::Pinned`), request barriers, blocking commands, and RESP3 reshaping of
 //! forwarded replies.
 //!
@@ -8,6 +9,10 @@
 //! nothing after it is sent until it is answered (Redis runs a connection's commands in order,
 //! and a blocked connection runs nothing else). A request that has to wait is held here.
 
+pub(super) mod client;
+mod subscribe;
+mod transaction;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -15,17 +20,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::subscribe::PubSubState;
-use super::transaction::{TxState, Watch};
 use super::{error_frame, Pending, Session};
 use crate::backend::{Completion, DurableWait, NodePool, Outcome};
 use crate::command::CommandFlags;
 use crate::protocol::resp3::{to_resp3, Shape};
-use crate::proxy::classify::{Decision, LocalCmd};
 use crate::proxy::pinned::{blocking_limit, Job, JobKind, PinContext, PinnedHandle};
 use crate::proxy::reshape::shape_for;
 use crate::proxy::retry::RetryLane;
 use crate::proxy::subscriber::{OVERFLOW_TAG, PUSH_TAG, REFUSED_TAG};
+use subscribe::PubSubState;
+use transaction::{TxState, Watch};
 
 /// While a request is held, the client's socket is still read (to notice a disconnect) until
 /// this much is buffered.
@@ -33,15 +37,15 @@ const READ_AHEAD: usize = 1 << 20;
 
 /// Per-session mode state.
 #[derive(Default)]
-pub(super) struct Modes {
+pub(in crate::proxy::session) struct Modes {
     /// Inside MULTI: the queued commands.
-    pub(super) tx: Option<TxState>,
+    pub(in crate::proxy::session) tx: Option<TxState>,
     /// The pinned connection a WATCH opened.
-    pub(super) watch: Option<Watch>,
+    pub(in crate::proxy::session) watch: Option<Watch>,
     /// The slot every key of the current transaction (WATCH included) must hash to.
-    pub(super) tx_slot: Option<u16>,
+    pub(in crate::proxy::session) tx_slot: Option<u16>,
     /// Subscriptions, while there are any.
-    pub(super) pubsub: Option<PubSubState>,
+    pub(in crate::proxy::session) pubsub: Option<PubSubState>,
     /// A request waiting for every earlier one to be answered.
     held: Option<(Bytes, Vec<Range<usize>>)>,
     /// A pinned request is outstanding: nothing more is sent until it is answered.
@@ -49,14 +53,14 @@ pub(super) struct Modes {
     /// RESP3 clients: the shape of each forwarded request's reply, by sequence number.
     notes: VecDeque<(u64, Shape)>,
     /// Requests being re-sent after a failure or redirect; new requests wait for them.
-    pub(super) retries: RetryLane,
+    pub(in crate::proxy::session) retries: RetryLane,
     /// Writes done on a dedicated connection since the last WAIT: the slot (None: keyless)
     /// and the node it was sent to. A WAIT on the shared connections cannot see them (Redis
     /// counts from the offset of the asking connection's own last write), so WAIT checks
     /// these nodes' replication offsets instead.
-    pub(super) pinned_writes: Vec<(Option<u16>, SocketAddr)>,
+    pub(in crate::proxy::session) pinned_writes: Vec<(Option<u16>, SocketAddr)>,
     /// Transactions sent on a shared connection: sequence number and frames owed.
-    pub(super) shared_execs: Vec<(u64, u32)>,
+    pub(in crate::proxy::session) shared_execs: Vec<(u64, u32)>,
 }
 
 impl Modes {
@@ -67,17 +71,17 @@ impl Modes {
     }
 
     /// True while the client socket should still be read.
-    pub(super) fn may_read(&self, buffered: usize) -> bool {
+    pub(in crate::proxy::session) fn may_read(&self, buffered: usize) -> bool {
         !self.stalled() || buffered < READ_AHEAD
     }
 
     /// True while the client has subscriptions.
-    pub(super) fn subscribed(&self) -> bool {
+    pub(in crate::proxy::session) fn subscribed(&self) -> bool {
         self.pubsub.is_some()
     }
 
     /// The reply for sequence `seq` in the client's protocol.
-    pub(super) fn reshape_reply(&mut self, seq: u64, frame: Bytes) -> Bytes {
+    pub(in crate::proxy::session) fn reshape_reply(&mut self, seq: u64, frame: Bytes) -> Bytes {
         while self.notes.front().is_some_and(|&(s, _)| s < seq) {
             self.notes.pop_front();
         }
@@ -91,19 +95,19 @@ impl Modes {
     }
 
     /// Everything buffered was written to the client.
-    pub(super) fn flushed(&mut self) {
+    pub(in crate::proxy::session) fn flushed(&mut self) {
         if let Some(p) = &mut self.pubsub {
             p.flushed();
         }
     }
 
     /// Gives back scratch capacity while the session rests (nothing is in flight).
-    pub(super) fn release(&mut self) {
+    pub(in crate::proxy::session) fn release(&mut self) {
         self.notes = VecDeque::new();
     }
 
     /// Drops every mode (RESET): transaction, watch, subscriptions, held request.
-    pub(super) fn reset(&mut self) {
+    pub(in crate::proxy::session) fn reset(&mut self) {
         self.tx = None;
         self.watch = None;
         self.tx_slot = None;
@@ -113,13 +117,13 @@ impl Modes {
 
 impl Session {
     /// True when a request cannot be sent yet.
-    pub(super) fn stalled(&self) -> bool {
+    pub(in crate::proxy::session) fn stalled(&self) -> bool {
         self.modes.stalled()
     }
 
     /// Sends the held request once everything before it has been answered.
-    pub(super) async fn resume_held(&mut self) {
-        if !self.pending.is_empty() || self.modes.barrier {
+    pub(in crate::proxy::session) async fn resume_held(&mut self) {
+        if !self.pipe.is_empty() || self.modes.barrier {
             return;
         }
         if let Some((raw, args)) = self.modes.held.take() {
@@ -128,56 +132,23 @@ impl Session {
     }
 
     /// Holds `raw` when earlier requests are still unanswered; true when held.
-    pub(super) fn hold_if_busy(&mut self, raw: &Bytes, args: &[Range<usize>]) -> bool {
-        if self.pending.is_empty() {
+    pub(in crate::proxy::session) fn hold_if_busy(
+        &mut self,
+        raw: &Bytes,
+        args: &[Range<usize>],
+    ) -> bool {
+        if self.pipe.is_empty() {
             return false;
         }
         self.modes.held = Some((raw.clone(), args.to_vec()));
         true
     }
 
-    /// True when the decision (or the session's mode) needs the mode-aware dispatcher.
-    pub(super) fn is_special(&self, decision: &Decision) -> bool {
-        matches!(
-            decision,
-            Decision::Transaction(_) | Decision::Subscription | Decision::Blocking { .. }
-        ) || self.modes.tx.is_some()
-            || (self.modes.subscribed() && !self.client.resp3())
-    }
-
-    /// Dispatches a request under the session's modes.
-    pub(super) async fn dispatch_special(
-        &mut self,
-        decision: Decision,
-        raw: Bytes,
-        args: &[Range<usize>],
-    ) {
-        if self.modes.tx.is_some() {
-            return self.queue_in_tx(decision, raw, args).await;
-        }
-        if self.modes.subscribed() && !self.client.resp3() {
-            match &decision {
-                Decision::Subscription
-                | Decision::Error(_)
-                | Decision::Local(LocalCmd::Quit | LocalCmd::Reset) => {}
-                Decision::Local(LocalCmd::Ping(msg)) => {
-                    return self.subscribed_pong(&raw, args, *msg)
-                }
-                _ => return self.refuse_while_subscribed(&raw, args),
-            }
-        }
-        match decision {
-            Decision::Transaction(cmd) => self.transaction(cmd, raw, args).await,
-            Decision::Subscription => self.subscription(&raw, args),
-            Decision::Blocking { slot } => self.blocking(slot, raw, args),
-            Decision::Local(cmd) => self.local(cmd, &raw, args),
-            Decision::Error(msg) => self.push_error(&msg),
-            _ => self.push_error("ERR slotway: internal routing error"),
-        }
-    }
-
     /// Handles completions that bypass redirects and retries; returns the others.
-    pub(super) fn special_completion(&mut self, c: Completion) -> Option<Completion> {
+    pub(in crate::proxy::session) fn special_completion(
+        &mut self,
+        c: Completion,
+    ) -> Option<Completion> {
         if c.tag == PUSH_TAG {
             if let Outcome::Reply(frame, _) = c.outcome {
                 self.on_push(frame);
@@ -192,8 +163,8 @@ impl Session {
             self.on_refused(&c.raw);
             return None;
         }
-        let idx = usize::try_from(c.tag.seq.checked_sub(self.base_seq)?).ok()?;
-        if !matches!(self.pending.get(idx), Some(Pending::Pinned)) {
+        let idx = self.pipe.index(c.tag.seq)?;
+        if !matches!(self.pipe.pending.get(idx), Some(Pending::Pinned)) {
             return Some(c);
         }
         let execs = &mut self.modes.shared_execs;
@@ -204,7 +175,7 @@ impl Session {
                 if let Outcome::Failed(err) = &c.outcome {
                     router.note_failure(err);
                 }
-                let (frame, refresh) = super::transaction::exec_reply(c.outcome, replies);
+                let (frame, refresh) = crate::proxy::recovery::exec_reply(c.outcome, replies);
                 if refresh {
                     router.request_refresh();
                 }
@@ -221,7 +192,12 @@ impl Session {
     }
 
     /// Queues a request for the pinned connection `handle`; later requests wait for it.
-    pub(super) fn send_pinned(&mut self, handle: &PinnedHandle, raw: Bytes, kind: JobKind) {
+    pub(in crate::proxy::session) fn send_pinned(
+        &mut self,
+        handle: &PinnedHandle,
+        raw: Bytes,
+        kind: JobKind,
+    ) {
         let tag = self.push_pending(Pending::Pinned);
         self.modes.barrier = true;
         let reply = self.reply_to(tag);
@@ -229,7 +205,7 @@ impl Session {
     }
 
     /// What a pinned connection needs from the proxy.
-    pub(super) fn pin_context(&self) -> PinContext {
+    pub(in crate::proxy::session) fn pin_context(&self) -> PinContext {
         PinContext {
             pool: self.shared.dedicated.clone(),
             router: self.shared.router.clone(),
@@ -238,12 +214,18 @@ impl Session {
     }
 
     /// The primary owning `slot` (any primary for None), or the client's error text.
-    pub(super) fn pin_addr(&self, slot: Option<u16>) -> Result<SocketAddr, &'static str> {
+    pub(in crate::proxy::session) fn pin_addr(
+        &self,
+        slot: Option<u16>,
+    ) -> Result<SocketAddr, &'static str> {
         self.primary_pool(slot).map(|p| p.addr())
     }
 
     /// The pool of the primary owning `slot` (any primary for None), or the client's error.
-    pub(super) fn primary_pool(&self, slot: Option<u16>) -> Result<Arc<NodePool>, &'static str> {
+    pub(in crate::proxy::session) fn primary_pool(
+        &self,
+        slot: Option<u16>,
+    ) -> Result<Arc<NodePool>, &'static str> {
         let router = &self.shared.router;
         let table = router.table();
         let Some(t) = table.as_ref() else {
@@ -261,7 +243,12 @@ impl Session {
     }
 
     /// A blocking command: its own dedicated connection, so it never stalls other clients.
-    fn blocking(&mut self, slot: Option<u16>, raw: Bytes, args: &[Range<usize>]) {
+    pub(in crate::proxy::session) fn blocking(
+        &mut self,
+        slot: Option<u16>,
+        raw: Bytes,
+        args: &[Range<usize>],
+    ) {
         if self.hold_if_busy(&raw, args) {
             return;
         }
@@ -291,7 +278,11 @@ impl Session {
     }
 
     /// Remembers a write sent on a dedicated connection, for the client's next WAIT.
-    pub(super) fn note_pinned_write(&mut self, slot: Option<u16>, addr: SocketAddr) {
+    pub(in crate::proxy::session) fn note_pinned_write(
+        &mut self,
+        slot: Option<u16>,
+        addr: SocketAddr,
+    ) {
         let entry = (slot, addr);
         if !self.modes.pinned_writes.contains(&entry) {
             self.modes.pinned_writes.push(entry);
@@ -299,29 +290,18 @@ impl Session {
     }
 
     /// In durable-write mode, the `WAIT` that must confirm a write on a dedicated connection.
-    pub(super) fn durable_wait(&self) -> Option<DurableWait> {
+    pub(in crate::proxy::session) fn durable_wait(&self) -> Option<DurableWait> {
         let cluster = &self.shared.config.cluster;
         cluster
             .durable_writes
             .then(|| DurableWait::new(cluster.durable_replicas, cluster.durable_timeout_ms))
     }
 
-    /// True for a request that runs a script (`EVAL`, `EVALSHA`, `FCALL` and `_RO` forms).
-    pub(super) fn runs_script(&self, raw: &[u8], args: &[Range<usize>]) -> bool {
-        let table = self.shared.router.commands();
-        table.resolve(raw, args).is_some_and(|spec| {
-            matches!(
-                spec.name.as_str(),
-                "eval" | "eval_ro" | "evalsha" | "evalsha_ro" | "fcall" | "fcall_ro"
-            )
-        })
-    }
-
     /// A script for a RESP3 client. Its reply depends on the protocol of the connection that
     /// runs it (a Lua boolean, a `{double=…}` or `{map=…}` table become RESP3 types, and
     /// cannot be told apart from strings, integers and arrays once sent as RESP2), so it runs
     /// on a dedicated connection speaking RESP3, with the ordering of a blocking command.
-    pub(super) fn script_resp3(
+    pub(in crate::proxy::session) fn script_resp3(
         &mut self,
         slot: Option<u16>,
         readonly: bool,
@@ -358,7 +338,7 @@ impl Session {
     }
 
     /// The RESP3 shape of a request's reply.
-    pub(super) fn reshape(&self, raw: &[u8], args: &[Range<usize>]) -> Shape {
+    pub(in crate::proxy::session) fn reshape(&self, raw: &[u8], args: &[Range<usize>]) -> Shape {
         let table = self.shared.router.commands();
         table
             .resolve(raw, args)
@@ -366,14 +346,11 @@ impl Session {
     }
 
     /// Remembers the reply shape of the forwarded request at `seq`, if one was queued there.
-    pub(super) fn note_shape(&mut self, seq: u64, shape: Shape) {
-        let Some(idx) = seq
-            .checked_sub(self.base_seq)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
+    pub(in crate::proxy::session) fn note_shape(&mut self, seq: u64, shape: Shape) {
+        let Some(idx) = self.pipe.index(seq) else {
             return;
         };
-        match self.pending.get(idx) {
+        match self.pipe.pending.get(idx) {
             None | Some(Pending::Ready(_) | Pending::Pinned) => {}
             Some(_) => self.modes.notes.push_back((seq, shape)),
         }
@@ -382,7 +359,7 @@ impl Session {
 
 /// Waits until the client socket takes more bytes; a subscriber whose backlog overflowed is
 /// cut off instead.
-pub(super) async fn writable(
+pub(in crate::proxy::session) async fn writable(
     stream: &crate::tls::ClientStream,
     backlog: Option<&crate::proxy::subscriber::Backlog>,
 ) -> std::io::Result<()> {

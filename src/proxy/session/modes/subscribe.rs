@@ -14,14 +14,15 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Pending, Session};
 use crate::cluster::slot::key_slot;
 use crate::protocol::{encode, resp3::push_form};
+use crate::proxy::classify::{Decision, LocalCmd};
+use crate::proxy::session::{Pending, Session};
 use crate::proxy::subscriber::{Backlog, Kind, Subscriber, PUSH_TAG};
 
 /// What a subscribed client has.
 #[derive(Debug)]
-pub(super) struct PubSubState {
+pub(in crate::proxy::session) struct PubSubState {
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
     shard: BTreeSet<Bytes>,
@@ -32,17 +33,17 @@ pub(super) struct PubSubState {
 
 impl PubSubState {
     /// Counts (channels, patterns, shard channels) for CLIENT INFO.
-    pub(super) fn counts(&self) -> (usize, usize, usize) {
+    pub(in crate::proxy::session) fn counts(&self) -> (usize, usize, usize) {
         (self.channels.len(), self.patterns.len(), self.shard.len())
     }
 
     /// The message backlog, watched while waiting to write to the client.
-    pub(super) fn backlog(&self) -> Arc<Backlog> {
+    pub(in crate::proxy::session) fn backlog(&self) -> Arc<Backlog> {
         self.task.backlog().clone()
     }
 
     /// Everything buffered reached the client: release that much backlog.
-    pub(super) fn flushed(&mut self) {
+    pub(in crate::proxy::session) fn flushed(&mut self) {
         if self.unacked > 0 {
             self.task.backlog().ack(self.unacked);
             self.unacked = 0;
@@ -87,7 +88,7 @@ impl PubSubState {
 
 impl Session {
     /// `(S|P)SUBSCRIBE` and `(S|P)UNSUBSCRIBE`.
-    pub(super) fn subscription(&mut self, raw: &Bytes, args: &[Range<usize>]) {
+    pub(in crate::proxy::session) fn subscription(&mut self, raw: &Bytes, args: &[Range<usize>]) {
         let verb = raw[args[0].clone()].to_ascii_lowercase();
         let (kind, subscribe) = match &verb[..] {
             b"subscribe" => (Kind::Channel, true),
@@ -182,7 +183,7 @@ impl Session {
 
     /// The subscriber task could not put a subscribe in place (`raw` is `VERB names…`): the
     /// client got an error for it, so it is not subscribed to those names.
-    pub(super) fn on_refused(&mut self, raw: &Bytes) {
+    pub(in crate::proxy::session) fn on_refused(&mut self, raw: &Bytes) {
         let mut scanner = crate::protocol::RequestScanner::new(self.shared.scan_limits);
         let Ok(Some(_)) = scanner.scan(raw) else {
             return;
@@ -208,12 +209,7 @@ impl Session {
     }
 
     /// PING while subscribed (RESP2): `pong` and the message as an array, as Redis answers.
-    pub(super) fn subscribed_pong(
-        &mut self,
-        raw: &[u8],
-        args: &[Range<usize>],
-        msg: Option<usize>,
-    ) {
+    fn subscribed_pong(&mut self, raw: &[u8], args: &[Range<usize>], msg: Option<usize>) {
         let mut out = BytesMut::new();
         encode::array_header(&mut out, 2);
         encode::bulk(&mut out, b"pong");
@@ -221,8 +217,27 @@ impl Session {
         self.push_reply(out.freeze());
     }
 
+    /// A request from a RESP2 client with subscriptions: only the subscription commands,
+    /// PING (in its subscribed form), QUIT and RESET run, as in Redis.
+    pub(in crate::proxy::session) fn while_subscribed(
+        &mut self,
+        decision: Decision,
+        raw: Bytes,
+        args: &[Range<usize>],
+    ) {
+        match decision {
+            Decision::Subscription => self.subscription(&raw, args),
+            Decision::Error(msg) => self.push_error(&msg),
+            Decision::Local(LocalCmd::Ping(msg)) => self.subscribed_pong(&raw, args, msg),
+            Decision::Local(cmd @ (LocalCmd::Quit | LocalCmd::Reset)) => {
+                self.local(cmd, &raw, args)
+            }
+            _ => self.refuse_while_subscribed(&raw, args),
+        }
+    }
+
     /// Any other command while subscribed (RESP2): Redis's error.
-    pub(super) fn refuse_while_subscribed(&mut self, raw: &[u8], args: &[Range<usize>]) {
+    fn refuse_while_subscribed(&mut self, raw: &[u8], args: &[Range<usize>]) {
         let name = {
             let table = self.shared.router.commands();
             table
@@ -236,7 +251,7 @@ impl Session {
     }
 
     /// A message from the subscriber task, in the client's protocol.
-    pub(super) fn on_push(&mut self, frame: Bytes) {
+    pub(in crate::proxy::session) fn on_push(&mut self, frame: Bytes) {
         let resp3 = self.client.resp3();
         let Some(state) = self.modes.pubsub.as_mut() else {
             return;
@@ -258,18 +273,16 @@ impl Session {
 
     /// The client did not read its messages: disconnect it, as Redis does past its
     /// pubsub output-buffer limit.
-    pub(super) fn on_overflow(&mut self) {
+    pub(in crate::proxy::session) fn on_overflow(&mut self) {
         tracing::info!(
             client = self.client.id(),
             "disconnecting a subscriber that fell behind"
         );
         self.modes.pubsub = None;
         self.closing = true;
-        self.rbuf.clear();
-        self.pending.clear();
-        self.queued = 0;
-        self.requests = super::inflight::RequestBytes::default();
-        self.wbuf.clear();
+        self.io.rbuf.clear();
+        self.pipe.discard();
+        self.io.wbuf.clear();
     }
 }
 

@@ -12,25 +12,26 @@
 //! pinned connection (the one WATCH opened, if any). A transaction that writes counts for the
 //! client's next `WAIT` and, in durable-write mode, is confirmed with `WAIT` on the connection
 //! that ran it before EXEC's reply is passed on.
+//!
+//! What a shared EXEC's run of replies means is decided by `proxy::recovery::exec_reply`.
 
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{error_frame, Pending, Session};
-use crate::backend::{BackendRequest, Outcome};
+use crate::backend::BackendRequest;
 use crate::cluster::slot::key_slot;
 use crate::command::{CommandFlags, CommandSpec};
 use crate::protocol::encode;
-use crate::protocol::{classify_error, ReplyKind, ResponseScanner};
 use crate::proxy::classify::{Decision, Fan, LocalCmd, TxCmd};
 use crate::proxy::pinned::{JobKind, PinnedHandle};
+use crate::proxy::session::{Pending, Session};
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// The commands queued since MULTI.
 #[derive(Debug, Default)]
-pub(super) struct TxState {
+pub(in crate::proxy::session) struct TxState {
     /// Each command's raw request, in order (emptied once the transaction is dirty).
     queued: Vec<Bytes>,
     /// Commands answered `+QUEUED`, for CLIENT INFO.
@@ -45,13 +46,18 @@ pub(super) struct TxState {
 
 /// The pinned connection a WATCH opened, kept until EXEC, DISCARD, UNWATCH or RESET.
 #[derive(Debug)]
-pub(super) struct Watch {
+pub(in crate::proxy::session) struct Watch {
     handle: PinnedHandle,
 }
 
 impl Session {
     /// A transaction command outside MULTI.
-    pub(super) async fn transaction(&mut self, cmd: TxCmd, raw: Bytes, args: &[Range<usize>]) {
+    pub(in crate::proxy::session) async fn transaction(
+        &mut self,
+        cmd: TxCmd,
+        raw: Bytes,
+        args: &[Range<usize>],
+    ) {
         match cmd {
             TxCmd::Multi => {
                 self.modes.tx = Some(TxState::default());
@@ -92,7 +98,7 @@ impl Session {
     }
 
     /// A request while inside MULTI.
-    pub(super) async fn queue_in_tx(
+    pub(in crate::proxy::session) async fn queue_in_tx(
         &mut self,
         decision: Decision,
         raw: Bytes,
@@ -138,7 +144,10 @@ impl Session {
 
     /// Inside MULTI, a command the security layer would answer itself (AUTH, HELLO) cannot
     /// be queued for EXEC: the error it is refused with.
-    pub(super) fn local_in_tx(&self, spec: Option<&CommandSpec>) -> Option<String> {
+    pub(in crate::proxy::session) fn local_in_tx(
+        &self,
+        spec: Option<&CommandSpec>,
+    ) -> Option<String> {
         let spec = spec?;
         if self.modes.tx.is_none() || !matches!(spec.name.as_str(), "auth" | "hello") {
             return None;
@@ -151,7 +160,7 @@ impl Session {
 
     /// A reply refusing a request (the security check's): inside MULTI it flags the
     /// transaction, as every refusal does in Redis.
-    pub(super) fn refuse_reply(&mut self, reply: Bytes) {
+    pub(in crate::proxy::session) fn refuse_reply(&mut self, reply: Bytes) {
         if reply.first() == Some(&b'-') {
             self.flag_transaction();
         }
@@ -235,7 +244,7 @@ impl Session {
     }
 
     /// Answers a queue-time error; EXEC will then answer EXECABORT, as in Redis.
-    pub(super) fn refuse_in_tx(&mut self, msg: &str) {
+    pub(in crate::proxy::session) fn refuse_in_tx(&mut self, msg: &str) {
         self.flag_transaction();
         self.push_error(msg);
     }
@@ -328,124 +337,24 @@ impl Session {
     }
 
     /// Leaves MULTI and releases any WATCH (DISCARD, RESET).
-    pub(super) fn end_transaction(&mut self) {
+    pub(in crate::proxy::session) fn end_transaction(&mut self) {
         self.modes.tx = None;
         self.modes.watch = None;
         self.modes.tx_slot = None;
     }
 
     /// Queues a simple-string reply.
-    pub(super) fn push_simple(&mut self, s: &str) {
+    pub(in crate::proxy::session) fn push_simple(&mut self, s: &str) {
         let mut out = BytesMut::with_capacity(s.len() + 3);
         encode::simple(&mut out, s);
         self.push_reply(out.freeze());
     }
 
     /// Number of commands queued, for CLIENT INFO (`-1` outside MULTI).
-    pub(super) fn queued_count(&self) -> i64 {
+    pub(in crate::proxy::session) fn queued_count(&self) -> i64 {
         self.modes
             .tx
             .as_ref()
             .map_or(-1, |t| i64::try_from(t.count).unwrap_or(i64::MAX))
-    }
-}
-
-/// The client's reply to a `MULTI … EXEC` sent on a shared connection, from the run of
-/// `replies` frames (MULTI's, one per queued command, EXEC's) or the failure. A routing
-/// error while queuing or for EXEC (the slot moved, the node is failing over) means Redis
-/// ran nothing:
-/// it becomes a clear error, and true says the topology should be refreshed; the request is
-/// never re-sent.
-pub(super) fn exec_reply(outcome: Outcome, replies: u32) -> (Bytes, bool) {
-    let run = match outcome {
-        Outcome::Reply(run, _) => run,
-        Outcome::Failed(err) => {
-            let what = if err.retry_safe() {
-                "transaction not run (nothing was executed)"
-            } else {
-                "connection lost during EXEC; the transaction may or may not have been applied"
-            };
-            return (error_frame(&format!("ERR slotway: {what}: {err}")), false);
-        }
-    };
-    let mut scanner = ResponseScanner::new(crate::backend::MAX_REPLY_DEPTH);
-    let mut frames = Vec::with_capacity(2);
-    let mut at = 0;
-    while let Ok(Some(r)) = scanner.scan(&run[at..]) {
-        frames.push((at..at + r.len, r.kind));
-        at += r.len;
-    }
-    // Durable mode puts one error in place of a run it could not confirm.
-    if frames.len() != replies as usize {
-        return (run, false);
-    }
-    // EXEC's own top-level error counts too: a slot moved since queuing makes the node
-    // discard the transaction (errors of the commands are inside EXEC's array).
-    for (range, kind) in &frames {
-        if *kind != ReplyKind::Error {
-            continue;
-        }
-        let frame = &run[range.clone()];
-        if classify_error(frame).is_cluster_change() {
-            let what = "transaction aborted (nothing was executed)";
-            return (crate::proxy::pinned::moving_error(what, frame), true);
-        }
-    }
-    match frames.last() {
-        Some((range, _)) => (run.slice(range.clone()), false),
-        None => (run, false),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::BackendError;
-
-    fn reply(run: &'static [u8]) -> Outcome {
-        Outcome::Reply(Bytes::from_static(run), ReplyKind::Other)
-    }
-
-    #[test]
-    fn exec_reply_is_the_last_frame_of_the_run() {
-        let run = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n$1\r\nx\r\n";
-        let (frame, refresh) = exec_reply(reply(run), 4);
-        assert_eq!(&frame[..], b"*2\r\n:1\r\n$1\r\nx\r\n");
-        assert!(!refresh);
-        // Errors inside EXEC's array and EXECABORT are Redis's answer, passed on.
-        let run = b"+OK\r\n-ERR bad\r\n-EXECABORT Transaction discarded\r\n";
-        let (frame, _) = exec_reply(reply(run), 3);
-        assert_eq!(&frame[..], b"-EXECABORT Transaction discarded\r\n");
-    }
-
-    #[test]
-    fn a_routing_error_while_queuing_is_a_clear_error() {
-        let run = b"+OK\r\n-MOVED 12 10.0.0.1:7000\r\n-EXECABORT Transaction discarded\r\n";
-        let (frame, refresh) = exec_reply(reply(run), 3);
-        let text = String::from_utf8_lossy(&frame);
-        assert!(
-            text.starts_with("-ERR slotway: transaction aborted (nothing was executed)"),
-            "{text}"
-        );
-        assert!(text.contains("MOVED 12"), "{text}");
-        assert!(refresh);
-        // EXEC itself redirected: the node discarded the transaction.
-        let run = b"+OK\r\n+QUEUED\r\n-MOVED 12 10.0.0.1:7000\r\n";
-        let (frame, refresh) = exec_reply(reply(run), 3);
-        assert!(String::from_utf8_lossy(&frame).contains("nothing was executed"));
-        assert!(refresh);
-    }
-
-    #[test]
-    fn a_durability_error_or_a_failure_is_passed_on() {
-        let durable = b"-ERR slotway: the write was applied on the primary but only 0 of 2\r\n";
-        let (frame, _) = exec_reply(reply(durable), 3);
-        assert_eq!(&frame[..], &durable[..]);
-        let lost = Outcome::Failed(BackendError::Lost("n:1".into()));
-        let (frame, _) = exec_reply(lost, 3);
-        assert!(String::from_utf8_lossy(&frame).contains("may or may not have been applied"));
-        let unsent = Outcome::Failed(BackendError::NotSent("n:1".into()));
-        let (frame, _) = exec_reply(unsent, 3);
-        assert!(String::from_utf8_lossy(&frame).contains("nothing was executed"));
     }
 }

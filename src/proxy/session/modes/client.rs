@@ -12,15 +12,15 @@ use std::time::Instant;
 use crate::tls::ClientStream;
 use bytes::BytesMut;
 
-use super::Session;
 use crate::protocol::encode;
+use crate::proxy::session::Session;
 
 /// The Redis version whose behaviour slotway mirrors (its command table is 7.0's).
 const REDIS_VERSION: &str = "7.0.15";
 
 /// What the client set on its connection.
 #[derive(Debug)]
-pub(super) struct ClientState {
+pub(in crate::proxy::session) struct ClientState {
     id: u64,
     proto: u8,
     name: Option<Vec<u8>>,
@@ -32,7 +32,11 @@ pub(super) struct ClientState {
 
 impl ClientState {
     /// A fresh connection's state (RESP2, no name); `created` is when it was accepted.
-    pub(super) fn new(session_id: usize, stream: &ClientStream, created: Instant) -> Self {
+    pub(in crate::proxy::session) fn new(
+        session_id: usize,
+        stream: &ClientStream,
+        created: Instant,
+    ) -> Self {
         let addr =
             |a: std::io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
         Self {
@@ -47,17 +51,17 @@ impl ClientState {
     }
 
     /// True when the client chose RESP3.
-    pub(super) fn resp3(&self) -> bool {
+    pub(in crate::proxy::session) fn resp3(&self) -> bool {
         self.proto == 3
     }
 
     /// The protocol in force (2 or 3).
-    pub(super) fn proto(&self) -> u8 {
+    pub(in crate::proxy::session) fn proto(&self) -> u8 {
         self.proto
     }
 
     /// The `CLIENT ID`.
-    pub(super) fn id(&self) -> u64 {
+    pub(in crate::proxy::session) fn id(&self) -> u64 {
         self.id
     }
 }
@@ -71,7 +75,7 @@ const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or spec
 
 impl Session {
     /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
-    pub(super) fn hello(&mut self, raw: &[u8], args: &[Range<usize>]) {
+    pub(in crate::proxy::session) fn hello(&mut self, raw: &[u8], args: &[Range<usize>]) {
         let arg = |i: usize| &raw[args[i].clone()];
         let mut proto = None;
         let mut next = 1;
@@ -152,7 +156,7 @@ impl Session {
 
     /// `ACL WHOAMI`: the client's own proxy user. Never forwarded, as a node would name the
     /// upstream user slotway itself logs in as.
-    pub(super) fn whoami(&mut self) {
+    pub(in crate::proxy::session) fn whoami(&mut self) {
         let mut out = BytesMut::new();
         encode::bulk(
             &mut out,
@@ -169,7 +173,7 @@ impl Session {
     }
 
     /// `CLIENT <subcommand> …` about the client's own connection.
-    pub(super) fn client_command(&mut self, raw: &[u8], args: &[Range<usize>]) {
+    pub(in crate::proxy::session) fn client_command(&mut self, raw: &[u8], args: &[Range<usize>]) {
         let arg = |i: usize| &raw[args[i].clone()];
         let sub = arg(1).to_ascii_lowercase();
         let resp3 = self.client.resp3();
@@ -332,7 +336,7 @@ impl Session {
             psub,
             ssub,
             self.queued_count(),
-            self.rbuf.capacity(),
+            self.io.rbuf.capacity(),
             cmd,
             self.shared.security.user_name(&self.sec),
             c.proto
@@ -342,7 +346,7 @@ impl Session {
     /// `RESET`, as Redis documents it: leave MULTI, drop WATCH and subscriptions, back to
     /// RESP2 with no name and no flags, and de-authenticated when authentication is required
     /// (the next command gets `NOAUTH` until the client authenticates again).
-    pub(super) fn reset(&mut self) {
+    pub(in crate::proxy::session) fn reset(&mut self) {
         self.modes.reset();
         self.client.proto = 2;
         self.client.name = None;
