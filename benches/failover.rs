@@ -9,6 +9,11 @@
 //! ```
 //! Under `cargo test --benches` it only checks that it starts (no cluster is started).
 
+// Test and benchmark code times itself with std::time::Instant and shares state through
+// std::sync::Mutex outside any runtime; the one-clock and non-poisoning rules of clippy.toml are
+// for the proxy's own code.
+#![allow(clippy::disallowed_types)]
+
 // The integration-test harness (tests/it/common), of which a benchmark uses only part.
 #[allow(dead_code)]
 #[path = "../tests/it/common/mod.rs"]

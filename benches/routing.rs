@@ -5,6 +5,11 @@
 //! then add the `[[bench]] name = "routing"` stanza (see benches/README.md) and run
 //! `cargo bench --bench routing -- --warm-up-time 1 --measurement-time 3`.
 
+// Test and benchmark code times itself with std::time::Instant and shares state through
+// std::sync::Mutex outside any runtime; the one-clock and non-poisoning rules of clippy.toml are
+// for the proxy's own code.
+#![allow(clippy::disallowed_types)]
+
 use std::hint::black_box;
 use std::ops::Range;
 

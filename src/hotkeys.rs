@@ -11,8 +11,12 @@
 //! `SAMPLE_RATE`, so the counts estimate real requests; the lock is taken once per read batch.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::sync::Mutex;
 
 /// Largest K a config may ask for (`metrics.hot_keys`).
 pub const MAX_K: usize = 100;
@@ -230,7 +234,7 @@ pub fn offer_sampled(keys: &Samples) {
     if keys.is_empty() {
         return;
     }
-    let mut s = shared().lock().unwrap_or_else(PoisonError::into_inner);
+    let mut s = shared().lock();
     s.decay_if_due(Instant::now());
     for k in keys.keys() {
         s.sketch.offer(k, u64::from(SAMPLE_RATE));
@@ -239,7 +243,7 @@ pub fn offer_sampled(keys: &Samples) {
 
 /// The `k` hottest keys of the process-wide sketch.
 pub fn top(k: usize) -> Vec<HotKey> {
-    let mut s = shared().lock().unwrap_or_else(PoisonError::into_inner);
+    let mut s = shared().lock();
     s.decay_if_due(Instant::now());
     s.sketch.top(k)
 }

@@ -19,4 +19,5 @@ pub mod reference;
 pub mod security;
 pub(crate) mod slowlog;
 pub mod status;
+pub(crate) mod sync;
 pub mod tls;

@@ -4,12 +4,12 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::encode;
+use crate::sync::Mutex;
 
 /// Arguments kept per entry, as Redis (the last one says how many more there were).
 const MAX_ARGS: usize = 32;
@@ -174,8 +174,8 @@ impl SlowLog {
         out.freeze()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
-        self.ring.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> crate::sync::MutexGuard<'_, Ring> {
+        self.ring.lock()
     }
 }
 

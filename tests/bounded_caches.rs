@@ -7,6 +7,13 @@
 //! A test target of its own, not a module of `tests/it`: the live-heap counter is a process-wide
 //! `#[global_allocator]`, which another test running in the same process would move.
 
+// Test and benchmark code times itself with std::time::Instant and shares state through
+// std::sync::Mutex outside any runtime; the one-clock and non-poisoning rules of clippy.toml are
+// for the proxy's own code.
+#![allow(clippy::disallowed_types)]
+// The counting allocator below is unsafe by its trait's contract; each block states why it holds.
+#![allow(unsafe_code)]
+
 // The shared harness of tests/it, by path: this target is its own process (see above) and
 // uses only part of the harness.
 #[allow(dead_code)]

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +22,7 @@ use super::{BackendError, BackendRequest, Completion, Outcome, ReplyTo, MAX_REPL
 use crate::metrics::histogram::AtomicHistogram;
 use crate::net::{dial, Credentials, DialError, DialOptions, NodeAddr};
 use crate::protocol::{ReplyKind, ResponseScanner};
+use crate::sync::Mutex;
 use crate::tls::{UpstreamRead, UpstreamStream, UpstreamTls, UpstreamWrite};
 
 /// `ASKING` in wire form, sent before a request redirected by `-ASK`.
@@ -181,8 +182,7 @@ async fn supervise(
                 let result = serve(stream, &mut rx, &fifo, &settings, &obs).await;
                 obs.connections.decrement(1.0);
                 connected.store(false, Ordering::Relaxed);
-                let lost =
-                    std::mem::take(&mut *fifo.lock().unwrap_or_else(PoisonError::into_inner));
+                let lost = std::mem::take(&mut *fifo.lock());
                 for entry in lost {
                     if let InFlight::Request { reply, raw, .. } = entry {
                         deliver(
@@ -345,11 +345,7 @@ async fn drain_replies(
     reader: &mut (impl std::future::Future<Output = Result<(), ConnError>> + Unpin),
     fifo: &Fifo,
 ) -> Result<(), ConnError> {
-    let empty = || {
-        fifo.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-    };
+    let empty = || fifo.lock().is_empty();
     loop {
         if empty() {
             return Ok(());
@@ -410,7 +406,7 @@ async fn write_loop(
         buf.clear();
         let mut large: Vec<Bytes> = Vec::new();
         {
-            let mut q = fifo.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut q = fifo.lock();
             let now = Instant::now();
             for req in batch.drain(..) {
                 if req.asking {
@@ -475,7 +471,7 @@ fn take_answered(
     kind: ReplyKind,
     wait: Option<&DurableWait>,
 ) -> Result<(Option<Answered>, Option<u32>), ConnError> {
-    let mut q = fifo.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut q = fifo.lock();
     match q.front_mut() {
         None => return Err(ConnError::Protocol("reply without a request".into())),
         Some(InFlight::Asking) => {
@@ -537,7 +533,7 @@ async fn read_loop(
             held_frames += 1;
             let want = match wants {
                 Some(w) => w,
-                None => head_wants(&fifo.lock().unwrap_or_else(PoisonError::into_inner))
+                None => head_wants(&fifo.lock())
                     .ok_or_else(|| ConnError::Protocol("reply without a request".into()))?,
             };
             if held_frames < want {
@@ -568,14 +564,10 @@ async fn read_loop(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        let oldest = fifo
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find_map(|e| match e {
-                InFlight::Request { sent_at, .. } => Some(*sent_at),
-                InFlight::Asking => None,
-            });
+        let oldest = fifo.lock().iter().find_map(|e| match e {
+            InFlight::Request { sent_at, .. } => Some(*sent_at),
+            InFlight::Asking => None,
+        });
         // With nothing owed the wait is only a re-check point: requests written meanwhile get
         // their deadline on the next turn, so a hung node is found within two timeouts.
         let wake = oldest.unwrap_or_else(Instant::now) + s.command_timeout;

@@ -10,7 +10,7 @@
 //! back clean are kept idle for reuse by any kind; anything else is closed by dropping it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::{ConnSettings, MAX_REPLY_DEPTH};
 use crate::net::{dial, DialError, NodeAddr};
 use crate::protocol::{encode, ReplyKind, ResponseScanner};
+use crate::sync::Mutex;
 use crate::tls::UpstreamStream;
 
 /// Read chunk reserved when the read buffer runs low.
@@ -175,11 +176,7 @@ impl DedicatedPool {
         };
         let mut permit = Some(permit);
         loop {
-            let popped = node
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
+            let popped = node.idle.lock().pop();
             let Some(mut conn) = popped else { break };
             if !conn.is_open() {
                 continue;
@@ -321,7 +318,7 @@ impl DedicatedConn {
         let Some(node) = self.node.take() else { return };
         // An idle connection holds neither its node (no reference cycle) nor a permit.
         self.permit = None;
-        let mut idle = node.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = node.idle.lock();
         if idle.len() < MAX_IDLE_PER_NODE {
             idle.push(self);
         }

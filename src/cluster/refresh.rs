@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwapOption, Guard};
@@ -18,6 +18,7 @@ use super::fetch::FetchOptions;
 use super::round::{real_fetcher, Fetcher, Refresher};
 use super::suspect::Suspects;
 use super::topology::Topology;
+use crate::sync::Mutex;
 
 /// What the refresher reports about its work. The cluster layer records no metrics itself (it sits
 /// below `metrics`); the proxy passes an observer that does. Every method defaults to doing nothing.
@@ -150,7 +151,7 @@ impl Shared {
 
     /// Stores `new`; bumps the epoch, logs one line and calls the hook only if the layout changed.
     pub(crate) fn publish(&self, new: Arc<Topology>, fast_path: bool) -> Arc<Topology> {
-        let _order = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _order = self.publish_lock.lock();
         let old = self.current.swap(Some(Arc::clone(&new)));
         let changed = match old {
             None => {

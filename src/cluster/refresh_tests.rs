@@ -18,7 +18,7 @@ struct FakeCluster {
 
 impl FakeCluster {
     fn set(&self, source: &str, t: Topology) {
-        self.answers.lock().unwrap().insert(source.to_owned(), t);
+        self.answers.lock().insert(source.to_owned(), t);
     }
 
     fn fetcher(self: &Arc<Self>) -> Fetcher {
@@ -28,7 +28,7 @@ impl FakeCluster {
             Box::pin(async move {
                 fake.calls.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(fake.delay).await;
-                let answer = fake.answers.lock().unwrap().get(&addr).cloned();
+                let answer = fake.answers.lock().get(&addr).cloned();
                 let peer: SocketAddr = addr
                     .parse()
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1)));

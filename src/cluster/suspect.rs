@@ -8,12 +8,12 @@
 //! fast polling when a node stays down but nobody fails over (no replica, cluster down).
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::topology::Topology;
+use crate::sync::Mutex;
 
 /// The set of suspected primaries, each with the moment its suspicion lapses.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ impl Suspects {
             return false;
         }
         let until = Instant::now() + self.window;
-        let mut set = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut set = self.until.lock();
         match set.iter_mut().find(|(a, _)| *a == addr) {
             Some(entry) => entry.1 = until,
             None => set.push((addr, until)),
@@ -48,18 +48,14 @@ impl Suspects {
     /// Drops lapsed suspicions and those `current` has resolved; true while any remains.
     pub(crate) fn active(&self, current: Option<&Topology>) -> bool {
         let now = Instant::now();
-        let mut set = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut set = self.until.lock();
         set.retain(|&(addr, until)| until > now && current.is_some_and(|t| serves_slots(t, addr)));
         !set.is_empty()
     }
 
     /// True when `addr` is currently suspected (lapsed entries included until the next prune).
     pub(crate) fn contains(&self, addr: SocketAddr) -> bool {
-        self.until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .any(|(a, _)| *a == addr)
+        self.until.lock().iter().any(|(a, _)| *a == addr)
     }
 }
 

@@ -4,7 +4,7 @@
 //! afterwards, so the data path can read it through an `ArcSwap` without locks.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::error::InvalidTopology;
 

@@ -7,7 +7,9 @@
 
 use std::net::SocketAddr;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::client::{NodeClient, Reply};
 use super::health::{all_know_each_other, check_health, cluster_info, cluster_nodes, info_field};

@@ -26,7 +26,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::LocalError;
 
@@ -205,6 +207,7 @@ pub(crate) fn spawn_node(binary: &Path, config: &Path, dir: &Path) -> Result<Chi
     // SAFETY: the closure runs in the forked child before exec and only calls
     // async-signal-safe functions (prctl, getppid, setpgid); it allocates nothing
     // and touches no locks or shared state.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(
@@ -272,6 +275,7 @@ pub(crate) fn terminate(child: &mut Child) {
         };
         // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own child that
         // has not been reaped (try_wait just said it is running), so the pid still names it.
+        #[allow(unsafe_code)]
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }

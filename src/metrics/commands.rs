@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use super::shard::MAX_COMMANDS;
 use crate::command::Fnv1a;
+use crate::sync::Mutex;
 
 /// Longest command name indexed; longer names are `unknown`.
 const MAX_NAME: usize = 64;
@@ -106,7 +107,7 @@ impl CommandRegistry {
         else {
             return (CommandId::UNKNOWN, self.index());
         };
-        let _grow = self.grow.lock().unwrap_or_else(PoisonError::into_inner);
+        let _grow = self.grow.lock();
         let current = self.index.load_full();
         if let Some(id) = current.lookup(name) {
             return (id, current);

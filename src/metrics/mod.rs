@@ -22,7 +22,7 @@ pub(crate) mod shard;
 pub(crate) mod slots;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -33,6 +33,7 @@ pub use session::SessionMetrics;
 
 use crate::config::MetricsConfig;
 use crate::slowlog::SlowLog;
+use crate::sync::Mutex;
 
 /// How often histogram samples are folded into their buckets when nobody scrapes, so memory
 /// stays bounded.
@@ -99,7 +100,7 @@ impl ProxyMetrics {
     /// Installs the recorder (once per process) and sets up this proxy's parts.
     pub fn new(config: MetricsConfig) -> Arc<Self> {
         install();
-        global::global();
+        global();
         Arc::new(Self {
             slowlog: SlowLog::new(config.slowlog_threshold_us, config.slowlog_max_len),
             shards: slots::ShardOps::default(),
@@ -121,7 +122,6 @@ fn node_histograms() -> &'static NodeHistograms {
 pub fn backend_histogram(node: &str) -> Arc<histogram::AtomicHistogram> {
     node_histograms()
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
         .entry(node.to_string())
         .or_insert_with(|| Arc::new(histogram::AtomicHistogram::new(names::LATENCY_BUCKETS)))
         .clone()
@@ -131,7 +131,6 @@ pub fn backend_histogram(node: &str) -> Arc<histogram::AtomicHistogram> {
 pub fn backend_histograms() -> Vec<(String, Arc<histogram::AtomicHistogram>)> {
     node_histograms()
         .lock()
-        .unwrap_or_else(PoisonError::into_inner)
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()

@@ -10,7 +10,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::commands::{CommandId, CommandIndex};
 use super::global::global;
@@ -431,7 +433,7 @@ mod tests {
         }
         let kept: Vec<&[u8]> = m.sampled.keys().collect();
         assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0], &key[..crate::hotkeys::MAX_KEY_BYTES]);
+        assert_eq!(kept[0], &key[..hotkeys::MAX_KEY_BYTES]);
         let (ours, theirs) = (m.sampled.buffer().as_ptr_range(), request.as_ptr_range());
         assert!(ours.end <= theirs.start || ours.start >= theirs.end);
         assert!(request.is_unique());

@@ -11,11 +11,12 @@
 //! count a moment late, never a torn or lost one.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use super::histogram::{AtomicHistogram, Snapshot};
 use super::names::LATENCY_BUCKETS;
 use crate::cluster::topology::SLOTS;
+use crate::sync::Mutex;
 
 /// Command ids a shard has room for; later ones count as `unknown` (the registry stops there).
 pub const MAX_COMMANDS: usize = 1024;
@@ -119,7 +120,6 @@ thread_local! {
         let shard = Arc::new(Shard::new());
         registry()
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .push(shard.clone());
         shard
     };
@@ -132,10 +132,7 @@ pub fn with<R>(f: impl FnOnce(&Shard) -> R) -> R {
 }
 
 fn shards() -> Vec<Arc<Shard>> {
-    registry()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
+    registry().lock().clone()
 }
 
 /// Keyed requests per slot over every shard, indexed by slot.

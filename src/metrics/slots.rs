@@ -3,10 +3,9 @@
 //! request), and per shard, folded from the slot counters whenever the slot map changes so
 //! shard totals stay monotonic while slots move between shards.
 
-use std::sync::{Mutex, PoisonError};
-
 use super::shard;
 use crate::cluster::topology::{Topology, SLOTS};
+use crate::sync::Mutex;
 
 /// Counts one keyed request for `slot` (process-wide, shared by every proxy in the process).
 #[inline]
@@ -75,7 +74,7 @@ impl ShardOps {
     /// `t`'s map.
     pub fn on_topology(&self, t: &Topology) {
         let numbers = shard_numbers(t);
-        let mut f = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut f = self.inner.lock();
         let now = slot_ops();
         if f.snapshot.is_empty() {
             // First map: requests before it reached no shard.
@@ -100,7 +99,7 @@ impl ShardOps {
 
     /// Requests per shard number since start.
     pub fn totals(&self) -> Vec<u64> {
-        let f = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let f = self.inner.lock();
         let mut out = f.base.clone();
         let now = slot_ops();
         for ((owner, now), then) in f.owner.iter().zip(&now).zip(&f.snapshot) {

@@ -389,7 +389,7 @@ proptest! {
         prop_assert_eq!(req.kind, RequestKind::Inline);
         prop_assert!(scanner.args().is_empty());
         let multibulk = inline_to_multibulk(line.as_bytes()).unwrap();
-        let mut expected = bytes::BytesMut::new();
+        let mut expected = BytesMut::new();
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         encode::command(&mut expected, &refs);
         prop_assert_eq!(&multibulk[..], &expected[..]);

@@ -12,7 +12,7 @@
 //! on one Redis server.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
@@ -22,6 +22,7 @@ use super::sha1;
 use super::Shared;
 use crate::backend::{BackendRequest, NodePool, ReplyTo, Tag};
 use crate::protocol::{encode, RequestKind, RequestScanner, ScanLimits};
+use crate::sync::Mutex;
 
 /// A bounded LRU map from a script's SHA-1 (lower-case hex) to its body.
 #[derive(Debug)]
@@ -76,8 +77,8 @@ impl ScriptCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> crate::sync::MutexGuard<'_, Lru> {
+        self.inner.lock()
     }
 
     /// Remembers a script body under its SHA-1 (a copy: the request's buffer is not kept).

@@ -87,12 +87,7 @@ struct Session {
 
 impl Session {
     /// The full state of a client that has sent something (`created`: when it connected).
-    fn new(
-        stream: ClientStream,
-        shared: Arc<Shared>,
-        id: usize,
-        created: std::time::Instant,
-    ) -> Self {
+    fn new(stream: ClientStream, shared: Arc<Shared>, id: usize, created: Instant) -> Self {
         let client = modes::client::ClientState::new(id, &stream, created);
         let metrics = SessionMetrics::new(
             shared.config.metrics.enabled,

@@ -118,7 +118,7 @@ mod tests {
     fn many_stars_stay_fast() {
         let pattern = "*a".repeat(20) + "b";
         let text = "a".repeat(5000);
-        let start = std::time::Instant::now();
+        let start = tokio::time::Instant::now();
         assert!(!m(&pattern, &text));
         assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }

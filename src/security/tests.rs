@@ -42,7 +42,7 @@ impl Fixture {
     /// The reply text when answered here, None when the request goes on.
     fn send(&mut self, parts: &[&str]) -> Option<String> {
         let (raw, ranges) = request(parts);
-        let raw = bytes::Bytes::from(raw);
+        let raw = Bytes::from(raw);
         let req = Request::new(&self.table, &raw, &ranges);
         self.sec
             .check(&mut self.st, &self.table, &req, &mut Vec::new(), || None)

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+
+use crate::sync::Mutex;
 
 /// TLS settings for the connections to the nodes, shared by every connection.
 #[derive(Debug)]
@@ -48,7 +50,7 @@ impl UpstreamTls {
             .into_iter()
             .filter_map(|(addr, name)| Some((addr, ServerName::try_from(name.to_owned()).ok()?)))
             .collect();
-        *self.names.lock().unwrap_or_else(PoisonError::into_inner) = names;
+        *self.names.lock() = names;
     }
 
     /// The name the certificate of the node at `addr` must carry.
@@ -56,7 +58,7 @@ impl UpstreamTls {
         if let Some(name) = &self.server_name {
             return name.clone();
         }
-        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let names = self.names.lock();
         names
             .get(&addr)
             .cloned()

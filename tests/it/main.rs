@@ -7,6 +7,11 @@
 //! `cargo test --locked --tests -- --test-threads=1` (tests/run.sh does), or one area with
 //! `cargo test --test it -- proxy_basic:: --test-threads=1`.
 
+// Test and benchmark code times itself with std::time::Instant and shares state through
+// std::sync::Mutex outside any runtime; the one-clock and non-poisoning rules of clippy.toml are
+// for the proxy's own code.
+#![allow(clippy::disallowed_types)]
+
 mod common;
 
 mod auth_policy;

@@ -455,7 +455,7 @@ fn unusable_certificate_files_fail_start_up_clearly() {
     let other = write_pair(dir.path(), "other", &ca.issue("b", &["127.0.0.1"]));
     let garbage = write(dir.path(), "garbage.pem", "not a certificate\n");
     let missing = dir.path().join("missing.pem");
-    let cases: Vec<(Tweak, &str)> = vec![
+    let cases: Vec<(Tweak<'_>, &str)> = vec![
         (
             Box::new(|c: &mut Config| listener_tls(c, &missing, &good.key)),
             "tls.cert_file",

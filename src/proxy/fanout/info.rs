@@ -2,7 +2,7 @@
 //! `Keyspace` section summed over every shard's primary (and the Redis version the nodes run).
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 

@@ -54,7 +54,7 @@ pub fn run(
         session: None,
         shutdown,
         id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
-        created: std::time::Instant::now(),
+        created: tokio::time::Instant::now(),
         _permit: permit,
         _connected: Connected::new(),
     };
@@ -69,7 +69,7 @@ struct Conn {
     shutdown: CancellationToken,
     id: usize,
     /// When the client connected (`CLIENT INFO` age).
-    created: std::time::Instant,
+    created: tokio::time::Instant,
     _permit: OwnedSemaphorePermit,
     _connected: Connected,
 }

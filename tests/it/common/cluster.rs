@@ -415,6 +415,7 @@ pub fn cluster_node_command(dir: &Path) -> Command {
 pub fn die_with_parent(cmd: &mut Command) {
     // SAFETY: runs in the forked child before exec and only calls prctl, which is
     // async-signal-safe; nothing is allocated and no lock is touched.
+    #[allow(unsafe_code)]
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {

@@ -7,7 +7,7 @@
 //! error that says so.
 
 use std::ops::Range;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::tls::ClientStream;
 use bytes::BytesMut;
